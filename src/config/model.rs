@@ -1,0 +1,194 @@
+//! The validated policy: what the rest of the gateway reads. Built only by `config::load` /
+//! `config::parse`, which check every reference and default every optional value, so code that holds
+//! a `Policy` never has to re-validate it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::policy::kinds::{Flags, StmtKind};
+
+#[derive(Debug)]
+pub struct Policy {
+    pub gateway: Gateway,
+    pub identities: Vec<Identity>,
+    pub targets: Vec<Target>,
+    pub rules: Vec<Rule>,
+    /// The file this policy was read from (for messages).
+    pub source: PathBuf,
+}
+
+impl Policy {
+    pub fn identity(&self, name: &str) -> Option<&Identity> {
+        self.identities.iter().find(|i| i.name == name)
+    }
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Where the redb store, the control socket and (later) recordings live.
+    pub data_dir: PathBuf,
+    /// Base URL used in approval links.
+    pub public_url: Option<String>,
+    /// Client connections accepted at once, over all targets (default 1024).
+    pub max_connections: usize,
+    /// Time a client has from TCP accept to finished authentication (default 10s).
+    pub handshake_timeout: Duration,
+    /// Time to connect and authenticate upstream (default 10s).
+    pub upstream_timeout: Duration,
+    /// Close client sessions idle this long (default: never).
+    pub idle_timeout: Option<Duration>,
+    /// Largest protocol message accepted from a client or an upstream server (default 64 MiB).
+    pub max_message_size: usize,
+    /// Longest token lifetime for anyone (default 24h); service identities are capped by `max_ttl`.
+    pub max_token_ttl: Duration,
+    /// Longest delay before an audit event of a read statement is durable (default 200ms). Events of
+    /// statements that may write are durable before the statement is forwarded.
+    pub audit_flush_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityKind {
+    Human,
+    Service,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub kind: IdentityKind,
+    /// For services: the human identity responsible. If the owner is removed from the policy, the
+    /// service is refused too (checked at load time: a service whose owner is missing is an error).
+    pub owner: Option<String>,
+    pub roles: Vec<String>,
+    /// For services: the longest token lifetime.
+    pub max_ttl: Option<Duration>,
+    /// OpenSSH public keys (for the SSH gateway, later).
+    pub ssh_keys: Vec<String>,
+}
+
+impl Identity {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Postgres,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Read from this file at connect time (so a rotated secret is picked up without a reload).
+    File(PathBuf),
+    /// Read from this environment variable of the gateway process.
+    Env(String),
+    /// No secret (trust auth upstream).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    Disable,
+    /// TLS, without verifying the server's certificate.
+    Require,
+    /// TLS, certificate verified against `upstream_ca` (or the system roots) and the host name.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+    pub listen: SocketAddr,
+    pub upstream_host: String,
+    pub upstream_port: u16,
+    pub database: String,
+    pub user: String,
+    pub secret: SecretSource,
+    pub upstream_tls: UpstreamTls,
+    /// CA bundle (PEM) for `verify-full`.
+    pub upstream_ca: Option<PathBuf>,
+    /// Client-side TLS. When set, clients may use TLS; when `require_tls` is also true they must.
+    pub tls: Option<TlsFiles>,
+    pub require_tls: bool,
+    /// Decision for statements no rule matches.
+    pub default: Action,
+    /// Every session to this target is read-only on the server.
+    pub read_only: bool,
+    /// Sessions of these identities/roles are read-only on the server.
+    pub read_only_for: Vec<Who>,
+}
+
+/// What a rule decides. Ordered by restrictiveness: `Allow < Approve < Block`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    Allow,
+    Approve,
+    Block,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Approve => "approve",
+            Action::Block => "block",
+        }
+    }
+}
+
+/// Who a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// `"*"`
+    Anyone,
+    /// `"alice"`
+    Identity(String),
+    /// `"role:dba"`
+    Role(String),
+}
+
+impl Who {
+    pub fn matches(&self, identity: &Identity) -> bool {
+        match self {
+            Who::Anyone => true,
+            Who::Identity(n) => *n == identity.name,
+            Who::Role(r) => identity.has_role(r),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    /// Target names; empty = every target.
+    pub targets: Vec<String>,
+    /// Who the rule applies to; never empty (validation requires `who`).
+    pub who: Vec<Who>,
+    /// Statement kinds; empty = every kind.
+    pub sql: Vec<StmtKind>,
+    /// Table globs (`public.*`, `*.users`, `audit_*`); empty = any table (or none).
+    pub tables: Vec<String>,
+    /// The rule matches only statements that carry one of these flags; empty = no flag condition.
+    pub flags: Flags,
+    /// The rule matches only statements whose text matches this regex (source kept for messages).
+    pub pattern: Option<(String, regex_automata::meta::Regex)>,
+    pub action: Action,
+    /// Shown to the client when the rule blocks.
+    pub message: Option<String>,
+    /// For `approve`: who may approve (used by the approval broker).
+    pub approvers: Vec<Who>,
+    /// For `approve`: how long a request waits (default 10m).
+    pub timeout: Duration,
+}

@@ -1,0 +1,11 @@
+//! portcullis: an access gateway for PostgreSQL (and, later, SSH) that holds the upstream secrets,
+//! decides on every statement, and audits everything. See DESIGN.md for the shape.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod config;
+pub mod control;
+pub mod identity;
+pub mod policy;
+pub mod proto;
+pub mod store;

@@ -1,0 +1,6 @@
+//! The decision engine: (identity, target, statement) -> allow | approve | block.
+pub mod engine;
+pub mod kinds;
+pub mod sql;
+
+pub use engine::{decide, session_read_only, Decision};

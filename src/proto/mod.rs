@@ -1,0 +1,2 @@
+//! Protocol implementations. Each core is sans-IO: bytes in, bytes and events out.
+pub mod pg;

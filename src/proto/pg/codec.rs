@@ -1,0 +1,1 @@
+//! PostgreSQL message codec. STUB.

@@ -1,0 +1,1 @@
+//! MD5 for PostgreSQL md5 auth. STUB.
