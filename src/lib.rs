@@ -6,6 +6,8 @@ pub mod audit;
 pub mod config;
 pub mod control;
 pub mod identity;
+pub mod net;
 pub mod policy;
 pub mod proto;
+pub mod server;
 pub mod store;

@@ -227,7 +227,10 @@ impl Flags {
         Flags(self.0 | other.0)
     }
     pub fn from_name(name: &str) -> Option<Flags> {
-        Flags::NAMES.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+        Flags::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
     }
     pub fn names(self) -> impl Iterator<Item = &'static str> {
         Flags::NAMES

@@ -1,4 +1,9 @@
 //! PostgreSQL frontend/backend protocol v3.
 pub mod codec;
+pub mod conn;
 pub mod md5;
+pub mod pipeline;
+pub mod proxy;
 pub mod scram;
+pub mod startup;
+pub mod upstream;

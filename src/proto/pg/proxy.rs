@@ -1,0 +1,997 @@
+//! One client session: handshake, upstream connection, then the relay loop that inspects every
+//! statement on its way up and tracks every answer on its way down.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use smol::net::TcpStream;
+
+use super::codec::{self, Frontend};
+use super::pipeline::{Classified, Completion, Pipeline};
+use super::startup::{self, Accepted, Refusal};
+use super::upstream;
+use crate::audit::Event;
+use crate::config::{Action, Identity, Target};
+use crate::net::stream::Stream;
+use crate::policy::kinds::{Flags, KindSet, PreparedRef, Statement, StmtKind};
+use crate::policy::{self, sql};
+use crate::server::{lock, Gateway, SessionEntry};
+
+/// Statements (and synchronisation points) a client may have in flight before the gateway stops
+/// reading from it.
+const MAX_IN_FLIGHT: usize = 100_000;
+/// Prepared statements and portals a session may hold at once.
+const MAX_PREPARED: usize = 10_000;
+/// Statement text kept in one audit event; longer text is cut and flagged.
+const MAX_AUDIT_TEXT: usize = 256 * 1024;
+
+fn log(msg: &str) {
+    eprintln!("portcullis: {msg}");
+}
+
+/// Entry point for one accepted TCP connection on a target's listener.
+pub async fn handle_connection(
+    gw: Arc<Gateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let max = gw.loaded().policy.gateway.max_connections;
+    if gw.connections.fetch_add(1, Ordering::AcqRel) >= max {
+        gw.connections.fetch_sub(1, Ordering::AcqRel);
+        let mut out = Vec::new();
+        codec::encode_error(
+            &mut out,
+            "FATAL",
+            "53300",
+            "too many connections to the gateway",
+            None,
+            None,
+        );
+        let mut tcp = tcp;
+        let _ = tcp.write_all(&out).await;
+        return;
+    }
+    let _guard = ConnectionGuard(gw.clone());
+
+    let timeout = gw.loaded().policy.gateway.handshake_timeout;
+    let handshake = async { Some(startup::accept(&gw, tcp, peer, local).await) }
+        .or(async {
+            smol::Timer::after(timeout).await;
+            None
+        })
+        .await;
+    let accepted = match handshake {
+        None => {
+            // The client never finished; it gets nothing more than a closed socket.
+            return;
+        }
+        Some(Err(Refusal::Cancelled)) | Some(Err(Refusal::Gone(_))) => return,
+        Some(Err(Refusal::Fatal { log: detail, .. })) => {
+            log(&format!("refused {peer}: {detail}"));
+            return;
+        }
+        Some(Ok(a)) => a,
+    };
+    run_session(gw, accepted, peer).await;
+}
+
+struct ConnectionGuard(Arc<Gateway>);
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn send_fatal(stream: &mut Stream, code: &str, message: &str) {
+    let mut out = Vec::new();
+    codec::encode_error(&mut out, "FATAL", code, message, None, None);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.flush().await;
+}
+
+async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
+    let Accepted {
+        mut conn,
+        identity,
+        target,
+        token,
+        params,
+        tls,
+        loaded,
+    } = accepted;
+    let session_id = gw.random_hex(8);
+    let read_only = policy::session_read_only(&target, &identity);
+    let gwcfg = loaded.policy.gateway.clone();
+    let upstream_tls = loaded.upstream_tls.get(&target.name).cloned().flatten();
+    let nonce = gw.random_hex(18);
+
+    let connect = upstream::connect(
+        &target,
+        upstream_tls,
+        &params,
+        read_only,
+        gwcfg.max_message_size,
+        &nonce,
+    );
+    let up = async { Some(connect.await) }
+        .or(async {
+            smol::Timer::after(gwcfg.upstream_timeout).await;
+            None
+        })
+        .await;
+    let up = match up {
+        Some(Ok(up)) => up,
+        Some(Err(e)) => {
+            log(&format!(
+                "session {session_id}: upstream {}:{}: {e}",
+                target.upstream_host, target.upstream_port
+            ));
+            let _ = gw
+                .audit
+                .record(
+                    Event::new("upstream_failed")
+                        .str("session", session_id.clone())
+                        .str("identity", identity.name.clone())
+                        .str("target", target.name.clone())
+                        .str("error", e.to_string()),
+                )
+                .await;
+            send_fatal(
+                &mut conn.stream,
+                "08006",
+                &format!("portcullis: could not connect to target {:?}", target.name),
+            )
+            .await;
+            return;
+        }
+        None => {
+            send_fatal(
+                &mut conn.stream,
+                "08006",
+                &format!(
+                    "portcullis: timed out connecting to target {:?}",
+                    target.name
+                ),
+            )
+            .await;
+            return;
+        }
+    };
+
+    // Our own backend key: the client never learns the upstream one.
+    let pid = gw.allocate_pid();
+    let cancel_secret: [u8; 4] = gw.random_bytes();
+    let (kill_tx, kill_rx) = smol::channel::bounded::<String>(1);
+    lock(&gw.sessions).insert(
+        pid,
+        SessionEntry {
+            identity: identity.name.clone(),
+            target: target.name.clone(),
+            token_id: token.id.clone(),
+            cancel_secret,
+            upstream_pid: up.pid,
+            upstream_secret: up.secret.clone(),
+            kill: kill_tx,
+        },
+    );
+    let _unregister = Unregister(gw.clone(), pid);
+
+    let mut hello = Vec::with_capacity(512);
+    codec::encode_auth_ok(&mut hello);
+    for (k, v) in &up.params {
+        codec::encode_parameter_status(&mut hello, k, v);
+    }
+    codec::encode_backend_key_data(&mut hello, pid, &cancel_secret);
+    codec::encode_ready_for_query(&mut hello, b'I');
+    if conn.send(&hello).await.is_err() {
+        return;
+    }
+
+    let opened = gw
+        .audit
+        .record(
+            Event::new("session_opened")
+                .str("session", session_id.clone())
+                .str("identity", identity.name.clone())
+                .str("token", token.id.clone())
+                .str("origin", token.origin.clone())
+                .str("client", peer.to_string())
+                .str("target", target.name.clone())
+                .bool("tls", tls)
+                .bool("upstream_tls", up.conn.stream.is_tls())
+                .bool("read_only", read_only),
+        )
+        .await;
+    if opened.is_err() {
+        send_fatal(
+            &mut conn.stream,
+            "58000",
+            "portcullis: audit log unavailable",
+        )
+        .await;
+        return;
+    }
+
+    let started = Instant::now();
+    let session = Session {
+        gw: gw.clone(),
+        id: session_id.clone(),
+        identity,
+        target,
+        token_id: token.id.clone(),
+        read_only,
+        pipeline: RefCell::new(Pipeline::new(MAX_IN_FLIGHT)),
+        tables: RefCell::new(Tables::default()),
+        stats: Cell::new(Stats::default()),
+        max_body: gwcfg.max_message_size,
+    };
+
+    let (client_rd, client_wr) = smol::io::split(conn.stream);
+    let (up_rd, up_wr) = smol::io::split(up.conn.stream);
+    let idle = gwcfg.idle_timeout;
+    let ending = {
+        let relay = session.relay(
+            client_rd,
+            conn.buf,
+            up_wr,
+            up_rd,
+            up.conn.buf,
+            client_wr,
+            idle,
+        );
+        let killed = async {
+            let reason = kill_rx
+                .recv()
+                .await
+                .unwrap_or_else(|_| "gateway shutting down".into());
+            End::Killed(reason)
+        };
+        relay.or(killed).await
+    };
+    let stats = session.stats.get();
+    let (reason, client_wr) = match ending {
+        End::Killed(reason) => (reason, None),
+        End::Finished(reason, w) => (reason, w),
+    };
+    if let Some(mut w) = client_wr {
+        if let Some(msg) = reason.strip_prefix("fatal:") {
+            let mut out = Vec::new();
+            codec::encode_error(&mut out, "FATAL", "08P01", msg.trim(), None, None);
+            let _ = w.write_all(&out).await;
+            let _ = w.flush().await;
+        }
+    }
+    let _ = gw
+        .audit
+        .record(
+            Event::new("session_closed")
+                .str("session", session_id)
+                .str("identity", session.identity.name.clone())
+                .str("target", session.target.name.clone())
+                .str("reason", reason)
+                .uint("statements", stats.statements)
+                .uint("blocked", stats.blocked)
+                .uint(
+                    "duration_ms",
+                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ),
+        )
+        .await;
+}
+
+struct Unregister(Arc<Gateway>, i32);
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        lock(&self.0.sessions).remove(&self.1);
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Stats {
+    statements: u64,
+    blocked: u64,
+}
+
+enum End {
+    Killed(String),
+    Finished(String, Option<WriteHalf<Stream>>),
+}
+
+/// What happens to one client message.
+enum Verdict {
+    Forward,
+    /// Replace with this (a marker message) — the statement was refused.
+    Replace(Vec<u8>),
+    /// Stop the session with a FATAL error.
+    Fatal(String),
+}
+
+struct Session {
+    gw: Arc<Gateway>,
+    id: String,
+    identity: Identity,
+    target: Target,
+    token_id: String,
+    read_only: bool,
+    pipeline: RefCell<Pipeline>,
+    tables: RefCell<Tables>,
+    stats: Cell<Stats>,
+    max_body: usize,
+}
+
+/// Per-session statement tables; mutated only between awaits.
+#[derive(Default)]
+struct Tables {
+    /// Extended protocol: prepared statement name -> classification (decided at Parse).
+    prepared: HashMap<String, Arc<Classified>>,
+    /// Portal name -> the statement it was bound from.
+    portals: HashMap<String, Arc<Classified>>,
+    /// SQL-level PREPARE name -> kinds and tables of the inner statement.
+    sql_prepared: HashMap<String, (KindSet, Vec<String>)>,
+    markers: u64,
+    /// A statement in the current extended-protocol batch may change how SQL must be lexed.
+    batch_lexer_check: bool,
+}
+
+/// Kinds that can't change how the server lexes later statements. A batch holding anything else
+/// makes the lexer untrusted until the batch's ReadyForQuery (see `Pipeline::lexer_trusted`).
+fn lexer_safe(kinds: KindSet, flags: Flags) -> bool {
+    !flags.contains(Flags::LIFTS_READ_ONLY)
+        && kinds.iter().all(|k| {
+            matches!(
+                k,
+                StmtKind::Select
+                    | StmtKind::Insert
+                    | StmtKind::Update
+                    | StmtKind::Delete
+                    | StmtKind::Merge
+                    | StmtKind::Show
+                    | StmtKind::Explain
+                    | StmtKind::Empty
+                    | StmtKind::Transaction
+                    | StmtKind::CopyFrom
+                    | StmtKind::CopyTo
+                    | StmtKind::Listen
+                    | StmtKind::Notify
+                    | StmtKind::Lock
+                    | StmtKind::Truncate
+            )
+        })
+}
+
+fn cut(text: &str) -> (String, bool) {
+    if text.len() <= MAX_AUDIT_TEXT {
+        return (text.to_string(), false);
+    }
+    let mut end = MAX_AUDIT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (text[..end].to_string(), true)
+}
+
+fn kind_names(kinds: KindSet) -> Vec<String> {
+    kinds.iter().map(|k| k.as_str().to_string()).collect()
+}
+
+fn flag_names(flags: Flags) -> Vec<String> {
+    flags.names().map(str::to_string).collect()
+}
+
+impl Session {
+    fn bump(&self, f: impl FnOnce(&mut Stats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    fn base_event(&self, kind: &'static str) -> Event {
+        Event::new(kind)
+            .str("session", self.id.clone())
+            .str("identity", self.identity.name.clone())
+            .str("target", self.target.name.clone())
+            .str("token", self.token_id.clone())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        mut client_rd: ReadHalf<Stream>,
+        client_buf: Vec<u8>,
+        mut up_wr: WriteHalf<Stream>,
+        mut up_rd: ReadHalf<Stream>,
+        up_buf: Vec<u8>,
+        mut client_wr: WriteHalf<Stream>,
+        idle: Option<std::time::Duration>,
+    ) -> End {
+        let this = self;
+        // Both directions run in this one task; they share the pipeline through a RefCell that is
+        // never borrowed across an await.
+        let upward = async {
+            let mut buf = client_buf;
+            let mut out = Vec::with_capacity(16 * 1024);
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                // Handle every complete frame in the buffer.
+                let mut pos = 0;
+                loop {
+                    match codec::split_frame(&buf[pos..], this.max_body) {
+                        Ok(Some(frame)) => {
+                            let len = frame.len;
+                            let tag = frame.tag;
+                            let whole = &buf[pos..pos + len];
+                            match this.on_client_message(tag, whole).await {
+                                Verdict::Forward => out.extend_from_slice(whole),
+                                Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
+                                Verdict::Fatal(msg) => return format!("fatal: {msg}"),
+                            }
+                            pos += len;
+                            if tag == b'X' {
+                                let _ = up_wr.write_all(&out).await;
+                                let _ = up_wr.flush().await;
+                                return "client terminated".to_string();
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return format!("fatal: invalid message from client: {e}"),
+                    }
+                }
+                buf.drain(..pos);
+                if !out.is_empty() {
+                    if let Err(e) = up_wr.write_all(&out).await {
+                        return format!("upstream write: {e}");
+                    }
+                    if let Err(e) = up_wr.flush().await {
+                        return format!("upstream write: {e}");
+                    }
+                    out.clear();
+                }
+                let read = client_rd.read(&mut chunk);
+                let n = match idle {
+                    Some(limit) => {
+                        match async { Some(read.await) }
+                            .or(async {
+                                smol::Timer::after(limit).await;
+                                None
+                            })
+                            .await
+                        {
+                            Some(r) => r,
+                            None => return "fatal: idle timeout".to_string(),
+                        }
+                    }
+                    None => read.await,
+                };
+                match n {
+                    Ok(0) => return "client closed".to_string(),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) => return format!("client read: {e}"),
+                }
+            }
+        };
+        let downward = async {
+            let mut buf = up_buf;
+            let mut out = Vec::with_capacity(64 * 1024);
+            let mut done: Vec<Completion> = Vec::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let mut pos = 0;
+                let now = Instant::now();
+                loop {
+                    match codec::split_frame(&buf[pos..], this.max_body) {
+                        Ok(Some(frame)) => {
+                            let len = frame.len;
+                            let r = this.pipeline.borrow_mut().on_backend(
+                                &buf[pos..pos + len],
+                                now,
+                                &mut out,
+                                &mut done,
+                            );
+                            if let Err(e) = r {
+                                return (format!("fatal: upstream protocol error: {e}"), client_wr);
+                            }
+                            pos += len;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            return (
+                                format!("fatal: upstream sent an invalid message: {e}"),
+                                client_wr,
+                            )
+                        }
+                    }
+                }
+                buf.drain(..pos);
+                if !out.is_empty() {
+                    if let Err(e) = client_wr.write_all(&out).await {
+                        return (format!("client write: {e}"), client_wr);
+                    }
+                    if let Err(e) = client_wr.flush().await {
+                        return (format!("client write: {e}"), client_wr);
+                    }
+                    out.clear();
+                }
+                for c in done.drain(..) {
+                    this.audit_completion(c).await;
+                }
+                match up_rd.read(&mut chunk).await {
+                    Ok(0) => return ("upstream closed".to_string(), client_wr),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) => return (format!("upstream read: {e}"), client_wr),
+                }
+            }
+        };
+        let up = async { (upward.await, None) };
+        let down = async {
+            let (reason, w) = downward.await;
+            (reason, Some(w))
+        };
+        let (reason, w) = up.or(down).await;
+        End::Finished(reason, w)
+    }
+
+    async fn audit_completion(&self, c: Completion) {
+        let (text, truncated) = cut(&c.info.text);
+        let mut ev = self
+            .base_event("statement")
+            .str("protocol", c.info.protocol)
+            .str("text", text)
+            .list("kinds", kind_names(c.info.kinds))
+            .list("tables", c.info.tables.clone())
+            .list("flags", flag_names(c.info.flags))
+            .str("decision", "allow")
+            .opt_str("rule", c.info.rule.clone())
+            .bool("executed", c.executed)
+            .uint(
+                "duration_us",
+                u64::try_from(c.elapsed.as_micros()).unwrap_or(u64::MAX),
+            );
+        if truncated {
+            ev = ev.bool("text_truncated", true);
+        }
+        if let Some(rows) = c.rows {
+            ev = ev.uint("rows", rows);
+        }
+        if let Some((code, msg)) = c.error {
+            ev = ev.str("error_code", code).str("error", msg);
+        }
+        // Back-pressure: if the audit writer falls behind, the session waits rather than dropping.
+        let _ = self.gw.audit.record(ev).await;
+    }
+
+    /// Classify `text` as the server will see it. When the lexer can't be trusted (the session
+    /// changed standard_conforming_strings or client_encoding), every statement is Unknown.
+    fn classify(&self, text: &str) -> Vec<Statement> {
+        if !self.pipeline.borrow().lexer_trusted() {
+            return vec![Statement::unknown(0..text.len())];
+        }
+        sql::classify(text)
+    }
+
+    /// The kinds and tables a statement really has: EXECUTE of an SQL-level prepared statement is
+    /// what was prepared; an unknown name is Unknown.
+    fn resolve(&self, stmt: &Statement) -> (KindSet, Vec<String>) {
+        match &stmt.prepared {
+            Some(PreparedRef::Execute(name)) => match self.sql_prepared.get(name) {
+                Some((kinds, tables)) => (stmt.kinds.union(*kinds), tables.clone()),
+                None => (
+                    stmt.kinds.union(KindSet::one(StmtKind::Unknown)),
+                    stmt.tables.clone(),
+                ),
+            },
+            _ => (stmt.kinds, stmt.tables.clone()),
+        }
+    }
+
+    fn next_marker(&self) -> String {
+        let n = self.tables_mut(|t| {
+            t.markers += 1;
+            t.markers
+        });
+        format!("PORTCULLIS_BLOCKED_{}_{}", self.id, n)
+    }
+
+    fn tables_mut<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
+        f(&mut self.tables.borrow_mut())
+    }
+
+    /// The ErrorResponse a refused statement gets.
+    fn refusal_error(&self, action: Action, rule: Option<&str>, message: &str) -> Vec<u8> {
+        let text = match action {
+            Action::Approve => format!("portcullis: {message} (approvals are not enabled on this gateway yet, so the statement is refused)"),
+            _ => format!("portcullis: {message}"),
+        };
+        let detail = rule.map(|r| format!("rule: {r}"));
+        let mut out = Vec::new();
+        codec::encode_error(&mut out, "ERROR", "42501", &text, detail.as_deref(), None);
+        out
+    }
+
+    async fn on_client_message(&self, tag: u8, frame: &[u8]) -> Verdict {
+        // split_frame guarantees the 5-byte header.
+        let body = frame.get(5..).unwrap_or_default();
+        let msg = match codec::decode_frontend(tag, body) {
+            Ok(m) => m,
+            Err(e) => return Verdict::Fatal(format!("invalid message from client: {e}")),
+        };
+        match msg {
+            Frontend::Query { sql } => self.on_query(sql.to_string()).await,
+            Frontend::Parse { name, sql, .. } => {
+                self.on_parse(name.to_string(), sql.to_string()).await
+            }
+            Frontend::Bind {
+                portal, statement, ..
+            } => {
+                self.tables_mut(|t| {
+                    let info = t.prepared.get(statement).cloned().or_else(|| {
+                        // A statement made with SQL-level PREPARE can be bound too.
+                        t.sql_prepared.get(statement).map(|(kinds, tables)| {
+                            Arc::new(Classified {
+                                text: format!(
+                                    "EXECUTE {statement} -- bound through the extended protocol"
+                                ),
+                                kinds: *kinds,
+                                tables: tables.clone(),
+                                flags: Flags::empty(),
+                                rule: None,
+                                protocol: "extended",
+                            })
+                        })
+                    });
+                    match info {
+                        Some(info)
+                            if t.portals.len() < MAX_PREPARED || t.portals.contains_key(portal) =>
+                        {
+                            t.portals.insert(portal.to_string(), info);
+                        }
+                        _ => {
+                            t.portals.remove(portal);
+                        }
+                    }
+                });
+                Verdict::Forward
+            }
+            Frontend::Execute { portal, .. } => self.on_execute(portal.to_string()).await,
+            Frontend::Close { kind, name } => {
+                self.tables_mut(|t| {
+                    if kind == b'S' {
+                        t.prepared.remove(name);
+                    } else {
+                        t.portals.remove(name);
+                    }
+                });
+                Verdict::Forward
+            }
+            Frontend::Sync => {
+                let check = self.tables_mut(|t| std::mem::take(&mut t.batch_lexer_check));
+                match self.pipeline.borrow_mut().push_sync(check) {
+                    Ok(()) => Verdict::Forward,
+                    Err(e) => Verdict::Fatal(e.to_string()),
+                }
+            }
+            Frontend::FunctionCall { oid } => self.on_function_call(oid).await,
+            Frontend::Describe { .. } | Frontend::Flush | Frontend::Terminate => Verdict::Forward,
+            Frontend::CopyData(_) | Frontend::CopyDone | Frontend::CopyFail { .. } => {
+                Verdict::Forward
+            }
+            Frontend::Password(_) => {
+                Verdict::Fatal("unexpected password message after authentication".into())
+            }
+            Frontend::Unknown(t) => {
+                Verdict::Fatal(format!("unsupported message type {:?}", char::from(t)))
+            }
+        }
+    }
+}
+
+/// One statement with what the policy said about it.
+struct Judged {
+    stmt: Statement,
+    kinds: KindSet,
+    tables: Vec<String>,
+    decision: policy::Decision,
+}
+
+impl Session {
+    /// Decide every statement of `text` with the current policy. `Err` ends the session (the
+    /// identity or target was removed from the policy).
+    fn judge(&self, text: &str, stmts: Vec<Statement>) -> Result<Vec<Judged>, String> {
+        let loaded = self.gw.loaded();
+        let policy = &loaded.policy;
+        let identity = policy
+            .identity(&self.identity.name)
+            .ok_or("identity removed from the policy")?;
+        let target = policy
+            .target(&self.target.name)
+            .ok_or("target removed from the policy")?;
+        Ok(stmts
+            .into_iter()
+            .map(|stmt| {
+                let (kinds, tables) = self.resolve(&stmt);
+                let piece = text.get(stmt.span.clone()).unwrap_or(text);
+                let mut decision = policy::decide(policy, identity, target, &stmt, kinds, piece);
+                // The upstream session was opened read-only at connect time; keep refusing what
+                // would lift it even if a reload changed the policy since.
+                if self.read_only && stmt.flags.contains(Flags::LIFTS_READ_ONLY) && decision.action == Action::Allow {
+                    decision = policy::Decision {
+                        action: Action::Block,
+                        rule: Some("read_only".into()),
+                        message: Some("this session is read-only; statements that would make it writable are refused".into()),
+                    };
+                }
+                Judged { stmt, kinds, tables, decision }
+            })
+            .collect())
+    }
+
+    /// The first refused statement of a batch, if any.
+    fn first_refusal(judged: &[Judged]) -> Option<&Judged> {
+        judged.iter().find(|j| j.decision.action != Action::Allow)
+    }
+
+    async fn audit_refusal(&self, text: &str, judged: &[Judged], protocol: &'static str) {
+        for j in judged.iter().filter(|j| j.decision.action != Action::Allow) {
+            let piece = text.get(j.stmt.span.clone()).unwrap_or(text);
+            let (piece, truncated) = cut(piece);
+            let mut ev = self
+                .base_event("statement_refused")
+                .str("protocol", protocol)
+                .str("text", piece)
+                .list("kinds", kind_names(j.kinds))
+                .list("tables", j.tables.clone())
+                .list("flags", flag_names(j.stmt.flags))
+                .str("decision", j.decision.action.as_str())
+                .opt_str("rule", j.decision.rule.clone())
+                .opt_str("message", j.decision.message.clone());
+            if truncated {
+                ev = ev.bool("text_truncated", true);
+            }
+            let _ = self.gw.audit.record(ev).await;
+            self.bump(|s| s.blocked += 1);
+        }
+    }
+
+    /// Make the audit event of a statement that may write durable before it is forwarded.
+    async fn audit_intent(&self, info: &Classified) -> bool {
+        let (text, _) = cut(&info.text);
+        let ev = self
+            .base_event("statement_intent")
+            .str("protocol", info.protocol)
+            .str("text", text)
+            .list("kinds", kind_names(info.kinds))
+            .list("tables", info.tables.clone())
+            .opt_str("rule", info.rule.clone());
+        self.gw.audit.record_durable(ev).await.is_ok()
+    }
+
+    /// Replace a refused message: the marker goes upstream and its syntax error comes back as ours.
+    fn refuse(
+        &self,
+        action: Action,
+        rule: Option<&str>,
+        message: &str,
+        as_parse: bool,
+        sync: bool,
+    ) -> Verdict {
+        let marker = self.next_marker();
+        let error = self.refusal_error(action, rule, message);
+        let mut bytes = Vec::with_capacity(64);
+        if as_parse {
+            codec::encode_parse(&mut bytes, "", &marker, &[]);
+        } else {
+            codec::encode_query(&mut bytes, &marker);
+        }
+        let mut p = self.pipeline.borrow_mut();
+        if let Err(e) = p.push_blocked(marker, error) {
+            return Verdict::Fatal(e.to_string());
+        }
+        if sync {
+            if let Err(e) = p.push_sync(false) {
+                return Verdict::Fatal(e.to_string());
+            }
+        }
+        Verdict::Replace(bytes)
+    }
+
+    fn refusal_of(j: &Judged) -> (Action, Option<String>, String) {
+        let message = j
+            .decision
+            .message
+            .clone()
+            .unwrap_or_else(|| "statement refused by policy".into());
+        (j.decision.action, j.decision.rule.clone(), message)
+    }
+
+    async fn on_query(&self, text: String) -> Verdict {
+        let stmts = self.classify(&text);
+        let judged = match self.judge(&text, stmts) {
+            Ok(j) => j,
+            Err(e) => return Verdict::Fatal(e),
+        };
+        if let Some(j) = Self::first_refusal(&judged) {
+            let (action, rule, message) = Self::refusal_of(j);
+            self.audit_refusal(&text, &judged, "simple").await;
+            return self.refuse(action, rule.as_deref(), &message, false, true);
+        }
+        let mut lexer_check = false;
+        let mut infos = Vec::with_capacity(judged.len());
+        for j in judged {
+            lexer_check |= !lexer_safe(j.kinds, j.stmt.flags);
+            self.tables_mut(|t| match &j.stmt.prepared {
+                Some(PreparedRef::Define(name)) if t.sql_prepared.len() < MAX_PREPARED => {
+                    t.sql_prepared
+                        .insert(name.clone(), (j.kinds, j.tables.clone()));
+                }
+                Some(PreparedRef::Deallocate(Some(name))) => {
+                    t.sql_prepared.remove(name);
+                }
+                Some(PreparedRef::Deallocate(None)) => t.sql_prepared.clear(),
+                _ => {}
+            });
+            let piece = text.get(j.stmt.span.clone()).unwrap_or(&text).to_string();
+            infos.push(Arc::new(Classified {
+                text: piece,
+                kinds: j.kinds,
+                tables: j.tables,
+                flags: j.stmt.flags,
+                rule: j.decision.rule,
+                protocol: "simple",
+            }));
+        }
+        for info in infos.iter().filter(|i| i.kinds.may_write()) {
+            if !self.audit_intent(info).await {
+                return self.refuse(
+                    Action::Block,
+                    None,
+                    "the audit log is unavailable; statements that may write are refused",
+                    false,
+                    true,
+                );
+            }
+        }
+        let now = Instant::now();
+        let mut p = self.pipeline.borrow_mut();
+        for info in infos {
+            self.bump(|s| s.statements += 1);
+            if let Err(e) = p.push_stmt(info, now) {
+                return Verdict::Fatal(e.to_string());
+            }
+        }
+        if let Err(e) = p.push_sync(lexer_check) {
+            return Verdict::Fatal(e.to_string());
+        }
+        Verdict::Forward
+    }
+
+    async fn on_parse(&self, name: String, text: String) -> Verdict {
+        let stmts = self.classify(&text);
+        let judged = match self.judge(&text, stmts) {
+            Ok(j) => j,
+            Err(e) => return Verdict::Fatal(e),
+        };
+        if let Some(j) = Self::first_refusal(&judged) {
+            let (action, rule, message) = Self::refusal_of(j);
+            self.audit_refusal(&text, &judged, "extended").await;
+            return self.refuse(action, rule.as_deref(), &message, true, false);
+        }
+        if self.tables.borrow().prepared.len() >= MAX_PREPARED
+            && !self.tables.borrow().prepared.contains_key(&name)
+        {
+            return self.refuse(
+                Action::Block,
+                None,
+                "too many prepared statements in this session",
+                true,
+                false,
+            );
+        }
+        // PostgreSQL refuses several commands in one Parse; merge them anyway, fail-closed.
+        let mut kinds = KindSet::empty();
+        let mut tables = Vec::new();
+        let mut flags = Flags::empty();
+        let mut rule = None;
+        for j in judged {
+            kinds = kinds.union(j.kinds);
+            flags = flags.union(j.stmt.flags);
+            tables.extend(j.tables);
+            rule = rule.or(j.decision.rule);
+        }
+        let info = Arc::new(Classified {
+            text,
+            kinds,
+            tables,
+            flags,
+            rule,
+            protocol: "extended",
+        });
+        self.tables_mut(|t| {
+            t.batch_lexer_check |= !lexer_safe(kinds, flags);
+            t.prepared.insert(name, info);
+        });
+        Verdict::Forward
+    }
+
+    async fn on_execute(&self, portal: String) -> Verdict {
+        let info = self.tables.borrow().portals.get(&portal).cloned();
+        let Some(info) = info else {
+            // Every portal the gateway allowed was seen at Bind; an unknown one (a cursor made by
+            // DECLARE, or a Bind of an unknown statement) is refused rather than run unseen.
+            return self.refuse(
+                Action::Block,
+                None,
+                &format!("portal {portal:?} was not prepared through the gateway"),
+                true,
+                false,
+            );
+        };
+        if info.kinds.may_write() && !self.audit_intent(&info).await {
+            return self.refuse(
+                Action::Block,
+                None,
+                "the audit log is unavailable; statements that may write are refused",
+                true,
+                false,
+            );
+        }
+        self.bump(|s| s.statements += 1);
+        match self.pipeline.borrow_mut().push_stmt(info, Instant::now()) {
+            Ok(()) => Verdict::Forward,
+            Err(e) => Verdict::Fatal(e.to_string()),
+        }
+    }
+
+    async fn on_function_call(&self, oid: u32) -> Verdict {
+        let text = format!("-- function call (fast-path) oid {oid}");
+        let stmt = Statement {
+            kinds: KindSet::one(StmtKind::FastPath),
+            tables: Vec::new(),
+            flags: Flags::empty(),
+            span: 0..text.len(),
+            prepared: None,
+        };
+        let judged = match self.judge(&text, vec![stmt]) {
+            Ok(j) => j,
+            Err(e) => return Verdict::Fatal(e),
+        };
+        if let Some(j) = Self::first_refusal(&judged) {
+            let (action, rule, message) = Self::refusal_of(j);
+            self.audit_refusal(&text, &judged, "fastpath").await;
+            return self.refuse(action, rule.as_deref(), &message, false, true);
+        }
+        let rule = judged.into_iter().next().and_then(|j| j.decision.rule);
+        let info = Arc::new(Classified {
+            text,
+            kinds: KindSet::one(StmtKind::FastPath),
+            tables: Vec::new(),
+            flags: Flags::empty(),
+            rule,
+            protocol: "fastpath",
+        });
+        if !self.audit_intent(&info).await {
+            return self.refuse(
+                Action::Block,
+                None,
+                "the audit log is unavailable; statements that may write are refused",
+                false,
+                true,
+            );
+        }
+        self.bump(|s| s.statements += 1);
+        let mut p = self.pipeline.borrow_mut();
+        if let Err(e) = p
+            .push_stmt(info, Instant::now())
+            .and_then(|_| p.push_sync(true))
+        {
+            return Verdict::Fatal(e.to_string());
+        }
+        Verdict::Forward
+    }
+}

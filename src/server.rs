@@ -1,0 +1,390 @@
+//! The running gateway: reads the policy, opens the store, starts listeners, the control socket
+//! and the audit writer, reloads on SIGHUP, and owns the state connections share.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::{ClientConfig, ServerConfig};
+use smol::net::TcpListener;
+use smol::{Executor, Task};
+
+use crate::audit::{self, Audit, Event};
+use crate::config::{self, Policy};
+use crate::control;
+use crate::identity::tokens::Tokens;
+use crate::net::tls;
+use crate::store::Store;
+
+/// The policy and everything derived from it, swapped as a whole on reload.
+pub struct Loaded {
+    pub policy: Arc<Policy>,
+    pub server_tls: HashMap<String, Arc<ServerConfig>>,
+    pub upstream_tls: HashMap<String, Option<Arc<ClientConfig>>>,
+}
+
+impl Loaded {
+    pub fn build(policy: Policy) -> Result<Loaded, String> {
+        let mut server_tls = HashMap::new();
+        let mut upstream_tls = HashMap::new();
+        for t in &policy.targets {
+            if let Some(files) = &t.tls {
+                let cfg =
+                    tls::server_config(files).map_err(|e| format!("target {}: {e}", t.name))?;
+                server_tls.insert(t.name.clone(), cfg);
+            }
+            let cfg = tls::client_config(t.upstream_tls, t.upstream_ca.as_deref())
+                .map_err(|e| format!("target {}: {e}", t.name))?;
+            upstream_tls.insert(t.name.clone(), cfg);
+        }
+        Ok(Loaded {
+            policy: Arc::new(policy),
+            server_tls,
+            upstream_tls,
+        })
+    }
+}
+
+/// Where to send a cancel request for one client session.
+pub struct SessionEntry {
+    pub identity: String,
+    pub target: String,
+    pub token_id: String,
+    pub cancel_secret: [u8; 4],
+    pub upstream_pid: i32,
+    pub upstream_secret: Vec<u8>,
+    /// Closing this ends the session (identity removed, token revoked, shutdown).
+    pub kill: smol::channel::Sender<String>,
+}
+
+/// Failed authentications per client address, to slow down guessing. Bounded in size.
+pub struct Failures {
+    by_addr: HashMap<IpAddr, (u32, Instant)>,
+}
+
+const FAILURE_WINDOW: Duration = Duration::from_secs(600);
+const FAILURE_TABLE_MAX: usize = 10_000;
+
+impl Failures {
+    /// Record a failure and return how long to wait before answering it.
+    pub fn record(&mut self, addr: IpAddr, now: Instant) -> Duration {
+        if self.by_addr.len() >= FAILURE_TABLE_MAX {
+            self.by_addr
+                .retain(|_, (_, t)| now.saturating_duration_since(*t) < FAILURE_WINDOW);
+            if self.by_addr.len() >= FAILURE_TABLE_MAX {
+                self.by_addr.clear();
+            }
+        }
+        let entry = self.by_addr.entry(addr).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) > FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        // Three free tries, then 250ms doubling up to 8s per attempt.
+        match entry.0 {
+            0..=3 => Duration::ZERO,
+            n => Duration::from_millis(250u64 << (n - 4).min(5)),
+        }
+    }
+
+    pub fn clear(&mut self, addr: IpAddr) {
+        self.by_addr.remove(&addr);
+    }
+}
+
+pub struct Gateway {
+    loaded: RwLock<Arc<Loaded>>,
+    pub config_path: PathBuf,
+    pub tokens: Arc<Tokens>,
+    pub audit: Audit,
+    pub sessions: Mutex<HashMap<i32, SessionEntry>>,
+    next_pid: AtomicU64,
+    pub connections: AtomicUsize,
+    pub failures: Mutex<Failures>,
+    pub rng: SystemRandom,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Lock a mutex even if a panicking thread poisoned it: the data it guards stays consistent
+/// because every critical section is a single insert/remove/lookup.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Gateway {
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn random_bytes<const N: usize>(&self) -> [u8; N] {
+        let mut b = [0u8; N];
+        // SystemRandom only fails if the OS RNG is unavailable; a zero value then is still unique
+        // enough for session ids, and secrets are never derived from it alone.
+        let _ = self.rng.fill(&mut b);
+        b
+    }
+
+    pub fn random_hex(&self, n: usize) -> String {
+        let bytes: [u8; 32] = self.random_bytes();
+        bytes
+            .iter()
+            .take(n.min(32))
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub fn allocate_pid(&self) -> i32 {
+        let n = self.next_pid.fetch_add(1, Ordering::Relaxed);
+        i32::try_from(n % (i32::MAX as u64 - 1) + 1).unwrap_or(1)
+    }
+
+    /// Close every session matching `pred`, telling it `reason`.
+    pub fn kill_sessions(&self, reason: &str, pred: impl Fn(&SessionEntry) -> bool) -> usize {
+        let sessions = lock(&self.sessions);
+        let mut n = 0;
+        for s in sessions.values().filter(|s| pred(s)) {
+            let _ = s.kill.try_send(reason.to_string());
+            n += 1;
+        }
+        n
+    }
+
+    /// Load the policy file again. A bad file is refused and the old policy keeps serving.
+    pub fn reload(&self) -> Result<(), String> {
+        let policy = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let loaded = Loaded::build(policy)?;
+        let policy = loaded.policy.clone();
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        // Sessions whose identity or target is gone end now.
+        let killed = self.kill_sessions("identity or target removed from the policy", |s| {
+            policy.identity(&s.identity).is_none() || policy.target(&s.target).is_none()
+        });
+        let _ = self.audit.record_blocking(
+            Event::new("policy_reloaded")
+                .str("file", self.config_path.display().to_string())
+                .uint("sessions_closed", killed as u64),
+        );
+        Ok(())
+    }
+}
+
+pub struct ServeOptions {
+    pub config_path: PathBuf,
+    pub threads: usize,
+}
+
+fn log(msg: &str) {
+    eprintln!("portcullis: {msg}");
+}
+
+/// Tell systemd we are ready (Type=notify). No-op without NOTIFY_SOCKET.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        sock.send_to(state.as_bytes(), Path::new(&path))
+    };
+    if let Err(e) = result {
+        log(&format!("could not notify systemd: {e}"));
+    }
+}
+
+/// Run the gateway until SIGTERM/SIGINT.
+pub fn serve(opts: ServeOptions) -> Result<(), String> {
+    let policy = config::load(&opts.config_path).map_err(|e| e.to_string())?;
+    let flush = policy.gateway.audit_flush_interval;
+    let data_dir = policy.gateway.data_dir.clone();
+    let loaded = Loaded::build(policy)?;
+    let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
+    let tokens = Arc::new(Tokens::new(store.clone()).map_err(|e| e.to_string())?);
+    let (audit, writer) = audit::start(store.clone(), flush).map_err(|e| e.to_string())?;
+
+    let gw = Arc::new(Gateway {
+        loaded: RwLock::new(Arc::new(loaded)),
+        config_path: opts.config_path.clone(),
+        tokens: tokens.clone(),
+        audit: audit.clone(),
+        sessions: Mutex::new(HashMap::new()),
+        next_pid: AtomicU64::new(u64::from(
+            u32::from_be_bytes(SystemRandom::new().as_ref_bytes4()) % 1_000_000 + 1,
+        )),
+        connections: AtomicUsize::new(0),
+        failures: Mutex::new(Failures {
+            by_addr: HashMap::new(),
+        }),
+        rng: SystemRandom::new(),
+    });
+
+    let control = {
+        let gw1 = gw.clone();
+        let gw2 = gw.clone();
+        control::serve(
+            &data_dir,
+            Arc::new(move || gw1.loaded().policy.clone()),
+            tokens,
+            audit.clone(),
+            Arc::new(move |id: &str| {
+                gw2.kill_sessions("token revoked", |s| s.token_id == id);
+            }),
+        )
+        .map_err(|e| format!("control socket in {}: {e}", data_dir.display()))?
+    };
+
+    let ex = Arc::new(Executor::new());
+    let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
+    let threads: Vec<_> = (0..opts.threads.max(1))
+        .map(|i| {
+            let ex = ex.clone();
+            let stop_rx = stop_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("portcullis-{i}"))
+                .spawn(move || smol::block_on(ex.run(async move { stop_rx.recv().await.ok() })))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
+
+    let result = smol::block_on(ex.run(run(gw.clone(), ex.clone())));
+
+    drop(stop_tx);
+    for t in threads {
+        let _ = t.join();
+    }
+    gw.kill_sessions("gateway shutting down", |_| true);
+    control.shutdown();
+    let _ = audit.record_blocking(Event::new("gateway_stopped"));
+    drop(audit);
+    drop(gw);
+    writer.shutdown();
+    result
+}
+
+async fn run(gw: Arc<Gateway>, ex: Arc<Executor<'static>>) -> Result<(), String> {
+    use async_signal::{Signal, Signals};
+    use smol::stream::StreamExt;
+
+    let mut signals = Signals::new([Signal::Hup, Signal::Term, Signal::Int])
+        .map_err(|e| format!("signals: {e}"))?;
+    let mut listeners: HashMap<SocketAddr, Task<()>> = HashMap::new();
+    bind_listeners(&gw, &ex, &mut listeners).await?;
+    let _ = gw
+        .audit
+        .record(Event::new("gateway_started").str("config", gw.config_path.display().to_string()))
+        .await;
+    log("ready");
+    notify_systemd("READY=1");
+
+    while let Some(sig) = signals.next().await {
+        match sig {
+            Ok(Signal::Hup) => {
+                notify_systemd("RELOADING=1");
+                match gw.reload() {
+                    Ok(()) => {
+                        log("policy reloaded");
+                        if let Err(e) = bind_listeners(&gw, &ex, &mut listeners).await {
+                            log(&format!("after reload: {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        log(&format!(
+                            "reload refused, the previous policy stays in force:\n{e}"
+                        ));
+                        let _ = gw
+                            .audit
+                            .record(Event::new("policy_reload_refused").str("error", e))
+                            .await;
+                    }
+                }
+                notify_systemd("READY=1");
+            }
+            Ok(_) => {
+                log("shutting down");
+                notify_systemd("STOPPING=1");
+                break;
+            }
+            Err(e) => log(&format!("signal error: {e}")),
+        }
+    }
+    drop(listeners);
+    Ok(())
+}
+
+/// Start a listener for every target whose address has none yet; stop listeners of removed targets.
+async fn bind_listeners(
+    gw: &Arc<Gateway>,
+    ex: &Arc<Executor<'static>>,
+    listeners: &mut HashMap<SocketAddr, Task<()>>,
+) -> Result<(), String> {
+    let loaded = gw.loaded();
+    let wanted: Vec<(SocketAddr, String)> = loaded
+        .policy
+        .targets
+        .iter()
+        .map(|t| (t.listen, t.name.clone()))
+        .collect();
+    listeners.retain(|addr, _| wanted.iter().any(|(a, _)| a == addr));
+    for (addr, name) in wanted {
+        if listeners.contains_key(&addr) {
+            continue;
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("target {name}: cannot listen on {addr}: {e}"))?;
+        log(&format!("target {name} listening on {addr}"));
+        let gw2 = gw.clone();
+        let ex2 = ex.clone();
+        let task = ex.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((tcp, peer)) => {
+                        let gw3 = gw2.clone();
+                        ex2.spawn(crate::proto::pg::proxy::handle_connection(
+                            gw3, tcp, peer, addr,
+                        ))
+                        .detach();
+                    }
+                    Err(e) => {
+                        log(&format!("accept on {addr}: {e}"));
+                        smol::Timer::after(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        listeners.insert(addr, task);
+    }
+    Ok(())
+}
+
+trait Bytes4 {
+    fn as_ref_bytes4(&self) -> [u8; 4];
+}
+
+impl Bytes4 for SystemRandom {
+    fn as_ref_bytes4(&self) -> [u8; 4] {
+        let mut b = [0u8; 4];
+        let _ = self.fill(&mut b);
+        b
+    }
+}
