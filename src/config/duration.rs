@@ -113,7 +113,14 @@ mod tests {
     #[test]
     fn rejects_malformed_sizes() {
         for bad in [
-            "", "MiB", "64 MiB", "64mb", "64MB", "-1", "1.5MiB", "99999999999999999999GiB",
+            "",
+            "MiB",
+            "64 MiB",
+            "64mb",
+            "64MB",
+            "-1",
+            "1.5MiB",
+            "99999999999999999999GiB",
         ] {
             assert_eq!(parse_size(bad), None, "{bad:?}");
         }

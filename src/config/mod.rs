@@ -103,9 +103,8 @@ impl std::error::Error for ConfigError {}
 /// # Errors
 /// A [`ConfigError`] listing every problem found, or saying why the file could not be read.
 pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        ConfigError::single(path, format!("cannot read the policy file: {e}"))
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::single(path, format!("cannot read the policy file: {e}")))?;
     if meta.len() > MAX_FILE_SIZE {
         return Err(ConfigError::single(
             path,
@@ -115,9 +114,8 @@ pub fn load(path: &Path) -> Result<Policy, ConfigError> {
             ),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(path, format!("cannot read the policy file: {e}"))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::single(path, format!("cannot read the policy file: {e}")))?;
     parse(&text, path)
 }
 

@@ -140,7 +140,10 @@ impl Ctx<'_> {
     /// Resolves `v` and checks the file exists, is a regular file and can be opened for reading.
     fn readable_file(&mut self, v: &Spanned<String>, key: &str) -> Option<PathBuf> {
         if v.get_ref().is_empty() {
-            self.err(v.span(), format!("`{key}` is empty; give the path of a file"));
+            self.err(
+                v.span(),
+                format!("`{key}` is empty; give the path of a file"),
+            );
             return None;
         }
         let path = self.path(v.get_ref());
@@ -158,7 +161,10 @@ impl Ctx<'_> {
             Ok(m) if !m.is_file() => {
                 self.err(
                     v.span(),
-                    format!("`{key}`: {} is not a regular file; give the path of a file", path.display()),
+                    format!(
+                        "`{key}`: {} is not a regular file; give the path of a file",
+                        path.display()
+                    ),
                 );
                 None
             }
@@ -259,7 +265,10 @@ impl Ctx<'_> {
         if !seen.insert(v.get_ref().as_str()) {
             self.err(
                 v.span(),
-                format!("{what} {:?} is defined twice; names must be unique", v.get_ref()),
+                format!(
+                    "{what} {:?} is defined twice; names must be unique",
+                    v.get_ref()
+                ),
             );
         }
     }
@@ -267,8 +276,7 @@ impl Ctx<'_> {
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
@@ -280,9 +288,7 @@ pub(crate) fn validate(
     lines: &LineIndex,
     source: &Path,
 ) -> Result<Policy, (Vec<Problem>, usize)> {
-    let base_dir = source
-        .parent()
-        .map_or_else(PathBuf::new, Path::to_path_buf);
+    let base_dir = source.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     let mut cx = Ctx {
         text,
         lines,
@@ -333,9 +339,18 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
     let table = raw.span();
     let r = raw.get_ref();
 
-    if let Some(v) = cx.required(&r.data_dir, table, "data_dir", "[gateway]", "\"/var/lib/portcullis\"") {
+    if let Some(v) = cx.required(
+        &r.data_dir,
+        table,
+        "data_dir",
+        "[gateway]",
+        "\"/var/lib/portcullis\"",
+    ) {
         if v.get_ref().is_empty() {
-            cx.err(v.span(), "`data_dir` is empty; give the directory for the gateway's state");
+            cx.err(
+                v.span(),
+                "`data_dir` is empty; give the directory for the gateway's state",
+            );
         } else {
             g.data_dir = cx.path(v.get_ref());
         }
@@ -376,8 +391,12 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         .idle_timeout
         .as_ref()
         .and_then(|v| cx.duration(v, "idle_timeout", false));
-    g.max_token_ttl =
-        cx.opt_duration(&r.max_token_ttl, "max_token_ttl", DEFAULT_MAX_TOKEN_TTL, false);
+    g.max_token_ttl = cx.opt_duration(
+        &r.max_token_ttl,
+        "max_token_ttl",
+        DEFAULT_MAX_TOKEN_TTL,
+        false,
+    );
     g.audit_flush_interval = cx.opt_duration(
         &r.audit_flush_interval,
         "audit_flush_interval",
@@ -400,11 +419,7 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
     g
 }
 
-fn identities(
-    cx: &mut Ctx<'_>,
-    raw: &[Spanned<RawIdentity>],
-    gateway: &Gateway,
-) -> Vec<Identity> {
+fn identities(cx: &mut Ctx<'_>, raw: &[Spanned<RawIdentity>], gateway: &Gateway) -> Vec<Identity> {
     let mut seen = HashSet::new();
     // Humans, for the owner check (an owner defined later in the file is fine).
     let humans: HashSet<&str> = raw
@@ -421,7 +436,8 @@ fn identities(
     for spanned in raw {
         let table = spanned.span();
         let r = spanned.get_ref();
-        let Some(name) = cx.required(&r.name, table.clone(), "name", "[[identity]]", "\"alice\"") else {
+        let Some(name) = cx.required(&r.name, table.clone(), "name", "[[identity]]", "\"alice\"")
+        else {
             continue;
         };
         if !cx.name(name, "identity name") {
@@ -529,9 +545,7 @@ pub(crate) fn parse_host_port(s: &str) -> Result<(String, u16), &'static str> {
         if host.parse::<Ipv6Addr>().is_err() {
             return Err("the part in brackets is not an IPv6 address");
         }
-        let port = after
-            .strip_prefix(':')
-            .ok_or("missing ':port' after ']'")?;
+        let port = after.strip_prefix(':').ok_or("missing ':port' after ']'")?;
         (host, port)
     } else {
         let (host, port) = s.rsplit_once(':').ok_or("missing ':port'")?;
@@ -578,7 +592,8 @@ fn targets(
     for spanned in raw {
         let table = spanned.span();
         let r = spanned.get_ref();
-        let Some(name) = cx.required(&r.name, table.clone(), "name", "[[target]]", "\"app-db\"") else {
+        let Some(name) = cx.required(&r.name, table.clone(), "name", "[[target]]", "\"app-db\"")
+        else {
             continue;
         };
         if !cx.name(name, "target name") {
@@ -591,13 +606,22 @@ fn targets(
             if k.get_ref() != "postgres" {
                 cx.err(
                     k.span(),
-                    format!("target kind {:?} is not supported; use \"postgres\"", k.get_ref()),
+                    format!(
+                        "target kind {:?} is not supported; use \"postgres\"",
+                        k.get_ref()
+                    ),
                 );
             }
         }
 
         let mut listen = None;
-        if let Some(v) = cx.required(&r.listen, table.clone(), "listen", &what, "\"127.0.0.1:6432\"") {
+        if let Some(v) = cx.required(
+            &r.listen,
+            table.clone(),
+            "listen",
+            &what,
+            "\"127.0.0.1:6432\"",
+        ) {
             match v.get_ref().parse::<SocketAddr>() {
                 Ok(addr) => {
                     if let Some((_, other)) = listens.iter().find(|(a, _)| listen_conflict(*a, addr)) {
@@ -620,7 +644,13 @@ fn targets(
         }
 
         let mut upstream = None;
-        if let Some(v) = cx.required(&r.upstream, table.clone(), "upstream", &what, "\"db.internal:5432\"") {
+        if let Some(v) = cx.required(
+            &r.upstream,
+            table.clone(),
+            "upstream",
+            &what,
+            "\"db.internal:5432\"",
+        ) {
             match parse_host_port(v.get_ref()) {
                 Ok(hp) => upstream = Some(hp),
                 Err(why) => cx.err(
@@ -636,7 +666,10 @@ fn targets(
         let non_empty = |cx: &mut Ctx<'_>, v: &Option<Spanned<String>>, key: &str| {
             let v = cx.required(v, table.clone(), key, &what, "\"app\"")?;
             if v.get_ref().is_empty() {
-                cx.err(v.span(), format!("`{key}` is empty; give the upstream {key} name"));
+                cx.err(
+                    v.span(),
+                    format!("`{key}` is empty; give the upstream {key} name"),
+                );
                 return None;
             }
             Some(v.get_ref().clone())
@@ -696,11 +729,26 @@ fn targets(
 
         let tls = r.tls.as_ref().and_then(|t| {
             let tr = t.get_ref();
-            let cert = cx.required(&tr.cert, t.span(), "cert", "`tls`", "\"/etc/portcullis/tls/cert.pem\"");
+            let cert = cx.required(
+                &tr.cert,
+                t.span(),
+                "cert",
+                "`tls`",
+                "\"/etc/portcullis/tls/cert.pem\"",
+            );
             let cert = cert.and_then(|c| cx.readable_file(c, "tls.cert"));
-            let key = cx.required(&tr.key, t.span(), "key", "`tls`", "\"/etc/portcullis/tls/key.pem\"");
+            let key = cx.required(
+                &tr.key,
+                t.span(),
+                "key",
+                "`tls`",
+                "\"/etc/portcullis/tls/key.pem\"",
+            );
             let key = key.and_then(|k| cx.readable_file(k, "tls.key"));
-            Some(TlsFiles { cert: cert?, key: key? })
+            Some(TlsFiles {
+                cert: cert?,
+                key: key?,
+            })
         });
         let require_tls = match &r.require_tls {
             None => r.tls.is_some(),
@@ -722,8 +770,13 @@ fn targets(
             .unwrap_or(Action::Block);
         let read_only_for = cx.who_list(&r.read_only_for, identities, "read_only_for");
 
-        let (Some(listen), Some((upstream_host, upstream_port)), Some(database), Some(user), Some(secret)) =
-            (listen, upstream, database, user, secret)
+        let (
+            Some(listen),
+            Some((upstream_host, upstream_port)),
+            Some(database),
+            Some(user),
+            Some(secret),
+        ) = (listen, upstream, database, user, secret)
         else {
             continue;
         };
@@ -761,7 +814,11 @@ fn table_glob(s: &str) -> Result<String, &'static str> {
             '"' => quoted = !quoted,
             'A'..='Z' if !quoted => out.push(c.to_ascii_lowercase()),
             'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '.' | '*' | '-' => out.push(c),
-            _ => return Err("has characters other than letters, digits, '_', '.', '*', '-' and '\"'"),
+            _ => {
+                return Err(
+                    "has characters other than letters, digits, '_', '.', '*', '-' and '\"'",
+                )
+            }
         }
     }
     if quoted {
@@ -784,7 +841,8 @@ fn rules(
     for spanned in raw {
         let table = spanned.span();
         let r = spanned.get_ref();
-        let Some(name) = cx.required(&r.name, table.clone(), "name", "[[rule]]", "\"reads\"") else {
+        let Some(name) = cx.required(&r.name, table.clone(), "name", "[[rule]]", "\"reads\"")
+        else {
             continue;
         };
         if !cx.name(name, "rule name") {
@@ -803,7 +861,10 @@ fn rules(
             if !targets.contains(t.get_ref().as_str()) {
                 cx.err(
                     t.span(),
-                    format!("rule target {:?} is not a defined [[target]]; fix the name", t.get_ref()),
+                    format!(
+                        "rule target {:?} is not a defined [[target]]; fix the name",
+                        t.get_ref()
+                    ),
                 );
             }
         }
