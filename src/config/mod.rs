@@ -151,7 +151,20 @@ pub fn parse(text: &str, source: &Path) -> Result<Policy, ConfigError> {
 
 /// Rewords serde's messages in the policy's terms and adds a hint.
 fn toml_message(msg: &str) -> String {
-    let msg = msg.trim_end();
+    let mut msg = msg
+        .trim_end()
+        .replace(", expected i64", ", expected an integer");
+    for name in [
+        "RawPolicy",
+        "RawGateway",
+        "RawIdentity",
+        "RawTarget",
+        "RawTls",
+        "RawRule",
+    ] {
+        msg = msg.replace(&format!("struct {name}"), "a table");
+    }
+    let msg = msg.as_str();
     if let Some(rest) = msg.strip_prefix("unknown field ") {
         // "unknown field `x`, expected one of `a`, `b`" / "..., there are no fields"
         return match rest.split_once(", expected ") {
@@ -161,6 +174,9 @@ fn toml_message(msg: &str) -> String {
             ),
             None => format!("unknown key {rest}"),
         };
+    }
+    if msg.starts_with("invalid type: map") {
+        return format!("{msg}; write [gateway] once, and [[identity]], [[target]], [[rule]] for each entry (an inline table {{ }} is not a list)");
     }
     if msg.starts_with("invalid type") && msg.ends_with("expected a string") {
         return format!("{msg}; quote the value (durations too: \"10s\")");

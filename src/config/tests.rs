@@ -856,3 +856,27 @@ fn approvers_and_timeout_only_with_approve() {
 fn column_counts_characters_not_bytes() {
     one_problem(&format!("{GW}[[identity]]\nname = \"éé\" x\n"), 4, 13, "");
 }
+
+#[test]
+fn wrong_table_shape_is_reported_in_policy_terms() {
+    for text in [
+        "[[gateway]]\ndata_dir = \"/x\"\n",
+        &format!("{GW}[identity]\nname = \"a\"\n"),
+    ] {
+        let ps = problems(text);
+        assert!(ps[0].message.contains("write [gateway] once"), "{ps:#?}");
+    }
+    let ps = problems("gateway = 5\n");
+    assert!(ps[0].message.contains("expected a table"), "{ps:#?}");
+    let ps = problems(&format!("{GW}max_connections = 1.5\n"));
+    assert!(ps[0].message.contains("expected an integer"), "{ps:#?}");
+}
+
+#[test]
+fn a_bad_target_is_reported_once_not_at_each_rule() {
+    let text = format!(
+        "{GW}[[target]]\nname = \"t\"\n[[rule]]\nname = \"r\"\ntargets = [\"t\"]\nwho = [\"*\"]\naction = \"allow\"\n"
+    );
+    let ps = problems(&text);
+    assert!(ps.iter().all(|p| (p.line, p.col) == (3, 1)), "{ps:#?}");
+}

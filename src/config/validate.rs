@@ -274,6 +274,10 @@ impl Ctx<'_> {
     }
 }
 
+fn raw_name(v: &Option<Spanned<String>>) -> Option<&str> {
+    v.as_ref().map(|n| n.get_ref().as_str())
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -299,9 +303,19 @@ pub(crate) fn validate(
 
     let gateway = gateway(&mut cx, raw.gateway.as_ref());
     let identities = identities(&mut cx, &raw.identity, &gateway);
-    let identity_names: HashSet<&str> = identities.iter().map(|i| i.name.as_str()).collect();
+    // References are checked against every name written, valid or not, so one bad identity or
+    // target is reported once, not again at each rule that names it.
+    let identity_names: HashSet<&str> = raw
+        .identity
+        .iter()
+        .filter_map(|i| raw_name(&i.get_ref().name))
+        .collect();
     let targets = targets(&mut cx, &raw.target, &identity_names);
-    let target_names: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let target_names: HashSet<&str> = raw
+        .target
+        .iter()
+        .filter_map(|t| raw_name(&t.get_ref().name))
+        .collect();
     let rules = rules(&mut cx, &raw.rule, &identity_names, &target_names);
 
     if cx.problems.is_empty() {
