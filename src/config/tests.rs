@@ -1,0 +1,882 @@
+//! Policy parsing and validation: every check with its reported position.
+
+use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Two lines; snippets appended after it start at line 3.
+const GW: &str = "[gateway]\ndata_dir = \"/tmp/portcullis-test\"\n";
+
+/// Lines 3..=7 define a human "alice" and a target "db"; snippets after it start at line 18.
+const BASE: &str = r#"[gateway]
+data_dir = "/tmp/portcullis-test"
+[[identity]]
+name = "alice"
+roles = ["dba"]
+[[target]]
+name = "db"
+listen = "127.0.0.1:6432"
+upstream = "db.internal:5432"
+database = "app"
+user = "app"
+upstream_tls = "disable"
+[[rule]]
+name = "r0"
+who = ["alice"]
+action = "allow"
+
+"#;
+
+fn src() -> &'static Path {
+    Path::new("/etc/portcullis/policy.toml")
+}
+
+fn ok(text: &str) -> Policy {
+    match parse(text, src()) {
+        Ok(p) => p,
+        Err(e) => panic!("expected the policy to parse:\n{e}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text, src()) {
+        Ok(_) => panic!("expected problems, the policy parsed:\n{text}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+/// Asserts that parsing `text` reports exactly one problem, at `line:col`, containing `needle`.
+#[track_caller]
+fn one_problem(text: &str, line: usize, col: usize, needle: &str) {
+    let ps = problems(text);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!((ps[0].line, ps[0].col), (line, col), "{:?}", ps[0].message);
+    assert!(
+        ps[0].message.contains(needle),
+        "{:?} does not contain {needle:?}",
+        ps[0].message
+    );
+}
+
+/// A fresh directory under the system temp dir.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-config-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("cannot create {}: {e}", dir.display());
+    }
+    dir
+}
+
+#[cfg(unix)]
+fn write_file(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::write(path, "secret\n")
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+    {
+        panic!("cannot write {}: {e}", path.display());
+    }
+}
+
+#[test]
+fn example_policy_parses_with_documented_values() {
+    let p = ok(include_str!("../../policy.example.toml"));
+    assert_eq!(
+        p.gateway.data_dir,
+        Path::new("/etc/portcullis/./portcullis-data")
+    );
+    assert_eq!(
+        p.gateway.public_url.as_deref(),
+        Some("http://127.0.0.1:8443")
+    );
+    assert_eq!(p.gateway.max_message_size, 64 << 20);
+    assert_eq!(p.gateway.audit_flush_interval, Duration::from_millis(200));
+    assert_eq!(p.gateway.idle_timeout, None);
+    assert_eq!(p.identities.len(), 2);
+    let ci = p
+        .identity("ci-nightly")
+        .unwrap_or_else(|| panic!("ci-nightly"));
+    assert_eq!(ci.kind, IdentityKind::Service);
+    assert_eq!(ci.owner.as_deref(), Some("alice"));
+    assert_eq!(ci.max_ttl, Some(Duration::from_secs(900)));
+    let t = p.target("app-db").unwrap_or_else(|| panic!("app-db"));
+    assert_eq!(
+        (t.upstream_host.as_str(), t.upstream_port),
+        ("127.0.0.1", 5432)
+    );
+    assert_eq!(t.secret, SecretSource::None);
+    assert_eq!(t.upstream_tls, UpstreamTls::Disable);
+    assert!(!t.require_tls && t.tls.is_none());
+    assert_eq!(t.default, Action::Block);
+    assert_eq!(t.read_only_for, vec![Who::Role("ci".into())]);
+    let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "reads",
+            "writes-need-a-dba",
+            "no-mass-delete",
+            "dba-all",
+            "no-schema-changes-from-ci"
+        ]
+    );
+    let approve = &p.rules[1];
+    assert_eq!(approve.approvers, vec![Who::Role("dba".into())]);
+    assert_eq!(approve.timeout, Duration::from_secs(600));
+    assert_eq!(p.rules[2].flags, crate::policy::kinds::Flags::NO_WHERE);
+}
+
+#[test]
+fn example_commented_match_rule_parses_when_uncommented() {
+    let text = include_str!("../../policy.example.toml");
+    let start = text
+        .find("# [[rule]]\n# name = \"no-sleeping\"")
+        .unwrap_or_else(|| panic!("block"));
+    let end = start + text[start..].find("\n\n").unwrap_or_else(|| panic!("end"));
+    let block: String = text[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let p = ok(&format!("{}{}{}", &text[..start], block, &text[end..]));
+    let rule = p
+        .rules
+        .iter()
+        .find(|r| r.name == "no-sleeping")
+        .unwrap_or_else(|| panic!("rule"));
+    let (src, re) = rule.pattern.as_ref().unwrap_or_else(|| panic!("pattern"));
+    assert_eq!(src, r"(?i)\bpg_sleep\s*\(");
+    assert!(re.is_match("select PG_SLEEP(1)"));
+}
+
+#[test]
+fn defaults_fill_every_optional_gateway_key() {
+    let p = ok(GW);
+    let g = &p.gateway;
+    assert_eq!(g.data_dir, Path::new("/tmp/portcullis-test"));
+    assert_eq!(g.max_connections, 1024);
+    assert_eq!(g.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(g.upstream_timeout, Duration::from_secs(10));
+    assert_eq!(g.max_message_size, 64 << 20);
+    assert_eq!(g.max_token_ttl, Duration::from_secs(86_400));
+    assert_eq!(g.audit_flush_interval, Duration::from_millis(200));
+    assert_eq!(g.public_url, None);
+    assert_eq!(p.source, src());
+}
+
+#[test]
+fn relative_data_dir_is_relative_to_the_policy_file() {
+    let p = ok("[gateway]\ndata_dir = \"state\"\n");
+    assert_eq!(p.gateway.data_dir, Path::new("/etc/portcullis/state"));
+}
+
+#[test]
+fn rejects_unknown_key_naming_it_and_the_valid_keys() {
+    one_problem(
+        &format!("{GW}max_conections = 5\n"),
+        3,
+        1,
+        "unknown key `max_conections`",
+    );
+    let ps = problems(&format!("{GW}[[identity]]\nname = \"a\"\n  rolez = []\n"));
+    assert_eq!((ps[0].line, ps[0].col), (5, 3));
+    assert!(ps[0].message.contains("`roles`"), "{}", ps[0].message);
+}
+
+#[test]
+fn rejects_unknown_top_level_table() {
+    one_problem(
+        &format!("{GW}[[targets]]\nname = \"x\"\n"),
+        3,
+        3,
+        "unknown key `targets`",
+    );
+}
+
+#[test]
+fn reports_syntax_error_position() {
+    one_problem(&format!("{GW}max_connections = = 5\n"), 3, 19, "");
+    let ps = problems("[gateway\ndata_dir = \"x\"\n");
+    assert_eq!((ps[0].line, ps[0].col), (1, 9), "{ps:?}");
+}
+
+#[test]
+fn reports_wrong_value_type_at_the_value() {
+    one_problem(
+        &format!("{GW}max_connections = \"many\"\n"),
+        3,
+        19,
+        "invalid type",
+    );
+    one_problem(
+        &format!("{GW}handshake_timeout = 10\n"),
+        3,
+        21,
+        "quote the value",
+    );
+}
+
+#[test]
+fn rejects_bad_duration_at_the_value() {
+    one_problem(
+        &format!("{GW}handshake_timeout = \"10 seconds\"\n"),
+        3,
+        21,
+        "is not a duration",
+    );
+    one_problem(
+        &format!("{GW}upstream_timeout = \"0s\"\n"),
+        3,
+        20,
+        "longer than zero",
+    );
+    assert_eq!(
+        ok(&format!("{GW}audit_flush_interval = \"0ms\"\n"))
+            .gateway
+            .audit_flush_interval,
+        Duration::ZERO
+    );
+    assert_eq!(
+        ok(&format!("{GW}idle_timeout = \"1h30m\"\n"))
+            .gateway
+            .idle_timeout,
+        Some(Duration::from_secs(5400))
+    );
+}
+
+#[test]
+fn parses_and_rejects_sizes() {
+    assert_eq!(
+        ok(&format!("{GW}max_message_size = \"512KiB\"\n"))
+            .gateway
+            .max_message_size,
+        512 << 10
+    );
+    assert_eq!(
+        ok(&format!("{GW}max_message_size = 100000\n"))
+            .gateway
+            .max_message_size,
+        100_000
+    );
+    one_problem(
+        &format!("{GW}max_message_size = \"64MB\"\n"),
+        3,
+        20,
+        "\"64MiB\"",
+    );
+    one_problem(&format!("{GW}max_message_size = \"2GiB\"\n"), 3, 20, "1GiB");
+    one_problem(
+        &format!("{GW}max_message_size = 0\n"),
+        3,
+        20,
+        "between 1 byte",
+    );
+}
+
+#[test]
+fn rejects_missing_gateway_and_data_dir() {
+    one_problem("", 1, 1, "[gateway] table is missing");
+    one_problem(
+        "[gateway]\npublic_url = \"https://x\"\n",
+        1,
+        1,
+        "missing `data_dir`",
+    );
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\npublic_url = \"ftp://x\"\n",
+        3,
+        14,
+        "http(s) URL",
+    );
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\nmax_connections = 0\n",
+        3,
+        19,
+        "between 1 and",
+    );
+}
+
+#[test]
+fn collects_every_problem_not_only_the_first() {
+    let text = format!(
+        "{GW}handshake_timeout = \"x\"\nupstream_timeout = \"y\"\n[[identity]]\nname = \"bad name\"\n"
+    );
+    let ps = problems(&text);
+    let at: Vec<(usize, usize)> = ps.iter().map(|p| (p.line, p.col)).collect();
+    assert_eq!(at, [(3, 21), (4, 20), (6, 8)], "{ps:#?}");
+}
+
+#[test]
+fn display_prints_path_line_col_per_problem() {
+    let text = format!("{GW}handshake_timeout = \"x\"\nupstream_timeout = \"y\"\n");
+    let e = match parse(&text, src()) {
+        Err(e) => e,
+        Ok(_) => panic!("parsed"),
+    };
+    let shown = e.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 2, "{shown}");
+    assert!(lines[0].starts_with("/etc/portcullis/policy.toml:3:21: `handshake_timeout` = \"x\" is not a duration; write e.g."), "{shown}");
+    assert!(
+        lines[1].starts_with("/etc/portcullis/policy.toml:4:20: "),
+        "{shown}"
+    );
+}
+
+#[test]
+fn caps_the_number_of_problems_shown() {
+    let mut text = GW.to_owned();
+    for i in 0..60 {
+        text.push_str(&format!(
+            "[[identity]]\nname = \"a\"\nroles = [\"bad role {i}\"]\n"
+        ));
+    }
+    let e = match parse(&text, src()) {
+        Err(e) => e,
+        Ok(_) => panic!("parsed"),
+    };
+    assert_eq!(e.problems().len(), MAX_PROBLEMS);
+    assert!(e
+        .to_string()
+        .ends_with("more problem(s) not shown; fix the ones above first"));
+}
+
+#[test]
+fn load_reports_unreadable_file_without_position() {
+    let e = match load(Path::new("/nonexistent/portcullis.toml")) {
+        Err(e) => e,
+        Ok(_) => panic!("loaded"),
+    };
+    assert_eq!((e.problems()[0].line, e.problems()[0].col), (0, 0));
+    assert!(e
+        .to_string()
+        .starts_with("/nonexistent/portcullis.toml: cannot read the policy file"));
+}
+
+#[test]
+fn load_reads_and_parses_a_file() {
+    let dir = temp_dir("load");
+    let path = dir.join("policy.toml");
+    if let Err(e) = std::fs::write(&path, "[gateway]\ndata_dir = \"data\"\n") {
+        panic!("{e}");
+    }
+    let p = match load(&path) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(p.gateway.data_dir, dir.join("data"));
+    assert_eq!(p.source, path);
+}
+
+// --- identities ---
+
+#[test]
+fn rejects_duplicate_and_malformed_names() {
+    one_problem(
+        &format!("{GW}[[identity]]\nname = \"a\"\n[[identity]]\nname = \"a\"\n"),
+        6,
+        8,
+        "defined twice",
+    );
+    one_problem(&format!("{GW}[[identity]]\nname = \"\"\n"), 4, 8, "empty");
+    one_problem(
+        &format!("{GW}[[identity]]\nname = \"a b\"\n"),
+        4,
+        8,
+        "characters other than",
+    );
+    one_problem(
+        &format!("{GW}[[identity]]\nname = \"{}\"\n", "x".repeat(64)),
+        4,
+        8,
+        "63 bytes",
+    );
+    one_problem(
+        &format!("{GW}[[identity]]\nroles = []\n"),
+        3,
+        1,
+        "missing `name`",
+    );
+    one_problem(
+        &format!("{GW}[[identity]]\nname = \"a\"\nroles = [\"role:dba\"]\n"),
+        5,
+        10,
+        "bare role name",
+    );
+    one_problem(
+        &format!("{GW}[[identity]]\nname = \"a\"\nkind = \"robot\"\n"),
+        5,
+        8,
+        "\"human\" or \"service\"",
+    );
+}
+
+#[test]
+fn service_identity_needs_a_human_owner_and_max_ttl() {
+    let ps = problems(&format!(
+        "{GW}[[identity]]\nname = \"svc\"\nkind = \"service\"\n"
+    ));
+    assert_eq!(ps.len(), 2, "{ps:#?}");
+    assert!(ps.iter().all(|p| (p.line, p.col) == (3, 1)));
+    assert!(ps[0].message.contains("needs an `owner`"));
+    assert!(ps[1].message.contains("needs `max_ttl`"));
+
+    let svc = "[[identity]]\nname = \"svc\"\nkind = \"service\"\nmax_ttl = \"15m\"\n";
+    one_problem(
+        &format!("{GW}{svc}owner = \"nobody\"\n"),
+        7,
+        9,
+        "not a human identity",
+    );
+    // The owner may not be a service itself, and may be defined after the service.
+    one_problem(
+        &format!("{GW}{svc}owner = \"svc2\"\n[[identity]]\nname = \"svc2\"\nkind = \"service\"\nowner = \"bob\"\nmax_ttl = \"1m\"\n[[identity]]\nname = \"bob\"\n"),
+        7,
+        9,
+        "not a human identity",
+    );
+    let p = ok(&format!(
+        "{GW}{svc}owner = \"bob\"\n[[identity]]\nname = \"bob\"\n"
+    ));
+    assert_eq!(p.identities[0].owner.as_deref(), Some("bob"));
+    one_problem(
+        &format!("{GW}[[identity]]\nname = \"svc\"\nkind = \"service\"\nowner = \"bob\"\nmax_ttl = \"2d\"\n[[identity]]\nname = \"bob\"\n"),
+        7,
+        11,
+        "longer than the gateway's `max_token_ttl`",
+    );
+}
+
+#[test]
+fn human_identity_may_not_have_an_owner() {
+    one_problem(
+        &format!("{GW}[[identity]]\nname = \"a\"\n[[identity]]\nname = \"b\"\nowner = \"a\"\n"),
+        7,
+        9,
+        "human identity has no `owner`",
+    );
+}
+
+// --- targets ---
+
+/// A target "t" at lines 3.., with `extra` lines appended from line 9.
+fn target(extra: &str) -> String {
+    format!("{GW}[[target]]\nname = \"t\"\nlisten = \"127.0.0.1:7000\"\nupstream = \"h:5432\"\ndatabase = \"d\"\nuser = \"u\"\n{extra}")
+}
+
+#[test]
+fn target_defaults() {
+    let p = ok(&target(""));
+    let t = &p.targets[0];
+    assert_eq!(t.kind, TargetKind::Postgres);
+    assert_eq!(t.upstream_tls, UpstreamTls::Require);
+    assert_eq!(t.default, Action::Block);
+    assert_eq!(t.secret, SecretSource::None);
+    assert!(!t.read_only && !t.require_tls && t.read_only_for.is_empty());
+}
+
+#[test]
+fn rejects_missing_target_keys_all_at_once() {
+    let ps = problems(&format!("{GW}[[target]]\nname = \"t\"\n"));
+    let keys: Vec<bool> = ["listen", "upstream", "database", "user"]
+        .iter()
+        .zip(&ps)
+        .map(|(k, p)| p.message.contains(&format!("missing `{k}`")) && (p.line, p.col) == (3, 1))
+        .collect();
+    assert_eq!(keys, [true; 4], "{ps:#?}");
+}
+
+#[test]
+fn rejects_bad_listen_and_shared_listen() {
+    one_problem(
+        &format!("{GW}[[target]]\nname = \"t\"\nlisten = \"localhost:7000\"\nupstream = \"h:1\"\ndatabase = \"d\"\nuser = \"u\"\n"),
+        5,
+        10,
+        "not an IP address and port",
+    );
+    let two = format!(
+        "{}[[target]]\nname = \"t2\"\nlisten = \"0.0.0.0:7000\"\nupstream = \"h:1\"\ndatabase = \"d\"\nuser = \"u\"\n",
+        target("")
+    );
+    one_problem(&two, 11, 10, "already used by target \"t\"");
+    // Port 0 (any free port) never collides.
+    let zero = target("").replace(":7000", ":0");
+    ok(&format!("{zero}[[target]]\nname = \"t2\"\nlisten = \"127.0.0.1:0\"\nupstream = \"h:1\"\ndatabase = \"d\"\nuser = \"u\"\n"));
+}
+
+#[test]
+fn parses_upstream_host_port_forms() {
+    use super::validate::parse_host_port;
+    assert_eq!(
+        parse_host_port("db.internal:5432"),
+        Ok(("db.internal".into(), 5432))
+    );
+    assert_eq!(
+        parse_host_port("10.0.0.1:5432"),
+        Ok(("10.0.0.1".into(), 5432))
+    );
+    assert_eq!(parse_host_port("[::1]:5432"), Ok(("::1".into(), 5432)));
+    for bad in [
+        "db", ":5432", "db:", "db:0", "db:65536", "db:+5", "::1:5432", "[::1]", "[nope]:1", "a b:1",
+    ] {
+        assert!(parse_host_port(bad).is_err(), "{bad}");
+    }
+    let p = ok(&target("").replace("h:5432", "[fd00::5]:6543"));
+    assert_eq!(
+        (
+            p.targets[0].upstream_host.as_str(),
+            p.targets[0].upstream_port
+        ),
+        ("fd00::5", 6543)
+    );
+    one_problem(&target("").replace("h:5432", "::1:5432"), 6, 12, "brackets");
+}
+
+#[test]
+fn rejects_empty_database_and_user() {
+    let ps = problems(&target("").replace("\"d\"", "\"\"").replace("\"u\"", "\"\""));
+    let at: Vec<(usize, usize)> = ps.iter().map(|p| (p.line, p.col)).collect();
+    assert_eq!(at, [(7, 12), (8, 8)], "{ps:#?}");
+}
+
+#[test]
+fn password_file_and_env_are_mutually_exclusive() {
+    one_problem(
+        &target("password_file = \"/x\"\npassword_env = \"PW\"\n"),
+        10,
+        16,
+        "keep only one",
+    );
+    let p = ok(&target("password_env = \"APP_PW\"\n"));
+    assert_eq!(p.targets[0].secret, SecretSource::Env("APP_PW".into()));
+    one_problem(
+        &target("password_env = \"1PW\"\n"),
+        9,
+        16,
+        "environment variable name",
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn password_file_must_exist_and_be_private() {
+    let dir = temp_dir("secret");
+    let source = dir.join("policy.toml");
+    let text = target("password_file = \"secret\"\n");
+
+    let e = match parse(&text, &source) {
+        Err(e) => e,
+        Ok(_) => panic!("missing file accepted"),
+    };
+    assert_eq!((e.problems()[0].line, e.problems()[0].col), (9, 17));
+    assert!(e.problems()[0].message.contains("cannot use"), "{e}");
+
+    write_file(&dir.join("secret"), 0o644);
+    let e = match parse(&text, &source) {
+        Err(e) => e,
+        Ok(_) => panic!("group-readable file accepted"),
+    };
+    let expected = format!("run `chmod 600 {}`", dir.join("secret").display());
+    assert!(e.problems()[0].message.contains(&expected), "{e}");
+    assert!(e.problems()[0].message.contains("mode 644"), "{e}");
+
+    write_file(&dir.join("secret"), 0o600);
+    let p = match parse(&text, &source) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(p.targets[0].secret, SecretSource::File(dir.join("secret")));
+}
+
+#[test]
+fn rejects_bad_upstream_tls_and_misplaced_ca() {
+    one_problem(
+        &target("upstream_tls = \"prefer\"\n"),
+        9,
+        16,
+        "\"disable\", \"require\" or \"verify-full\"",
+    );
+    one_problem(
+        &target("upstream_tls = \"require\"\nupstream_ca = \"/etc/ssl/ca.pem\"\n"),
+        10,
+        15,
+        "only used with `upstream_tls = \"verify-full\"`",
+    );
+    let p = ok(&target("upstream_tls = \"verify-full\"\n"));
+    assert_eq!(p.targets[0].upstream_tls, UpstreamTls::VerifyFull);
+    assert_eq!(p.targets[0].upstream_ca, None);
+}
+
+#[cfg(unix)]
+#[test]
+fn tls_files_must_exist_and_require_tls_follows() {
+    let dir = temp_dir("tls");
+    let source = dir.join("policy.toml");
+    let with_tls = target("tls = { cert = \"cert.pem\", key = \"key.pem\" }\n");
+    let ps = match parse(&with_tls, &source) {
+        Err(e) => e.problems().to_vec(),
+        Ok(_) => panic!("missing tls files accepted"),
+    };
+    let at: Vec<(usize, usize)> = ps.iter().map(|p| (p.line, p.col)).collect();
+    assert_eq!(at, [(9, 16), (9, 34)], "{ps:#?}");
+
+    write_file(&dir.join("cert.pem"), 0o644);
+    write_file(&dir.join("key.pem"), 0o600);
+    write_file(&dir.join("ca.pem"), 0o644);
+    let p = match parse(&with_tls, &source) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let t = &p.targets[0];
+    assert!(t.require_tls, "require_tls defaults to true with tls");
+    let files = t.tls.as_ref().unwrap_or_else(|| panic!("tls"));
+    assert_eq!(
+        (files.cert.clone(), files.key.clone()),
+        (dir.join("cert.pem"), dir.join("key.pem"))
+    );
+
+    let optional = format!(
+        "{with_tls}require_tls = false\nupstream_tls = \"verify-full\"\nupstream_ca = \"ca.pem\"\n"
+    );
+    let p = match parse(&optional, &source) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(!p.targets[0].require_tls);
+    assert_eq!(p.targets[0].upstream_ca, Some(dir.join("ca.pem")));
+
+    let ps = match parse(
+        &target("tls = { cert = \"/\", key = \"key.pem\" }\n"),
+        &source,
+    ) {
+        Err(e) => e.problems().to_vec(),
+        Ok(_) => panic!("a directory accepted as a certificate"),
+    };
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!((ps[0].line, ps[0].col), (9, 16));
+    assert!(ps[0].message.contains("not a regular file"));
+}
+
+#[test]
+fn require_tls_without_tls_is_an_error() {
+    one_problem(&target("require_tls = true\n"), 9, 15, "needs `tls =");
+    assert!(!ok(&target("require_tls = false\n")).targets[0].require_tls);
+}
+
+#[test]
+fn rejects_bad_default_and_read_only_for() {
+    one_problem(
+        &target("default = \"deny\"\n"),
+        9,
+        11,
+        "\"allow\", \"approve\" or \"block\"",
+    );
+    one_problem(
+        &target("read_only_for = [\"*\", \"nobody\"]\n"),
+        9,
+        23,
+        "not a defined identity",
+    );
+    let p = ok(&target(
+        "default = \"approve\"\nread_only = true\nread_only_for = [\"*\", \"role:x\"]\n",
+    ));
+    let t = &p.targets[0];
+    assert_eq!(t.default, Action::Approve);
+    assert!(t.read_only);
+    assert_eq!(t.read_only_for, vec![Who::Anyone, Who::Role("x".into())]);
+}
+
+#[test]
+fn rejects_unsupported_target_kind() {
+    one_problem(&target("kind = \"ssh\"\n"), 9, 8, "use \"postgres\"");
+}
+
+// --- rules ---
+
+#[test]
+fn rule_defaults_and_normalized_globs() {
+    let p = ok(&format!(
+        "{BASE}[[rule]]\nname = \"r\"\nwho = [\"*\", \"alice\", \"role:ops\"]\ntargets = [\"db\"]\nsql = [\"select\", \"select\", \"copy_to\"]\ntables = [\"Public.Users\", '\"Mixed\".T*']\nflags = [\"no_where\", \"locking_read\"]\naction = \"approve\"\napprovers = [\"role:dba\"]\n"
+    ));
+    let r = &p.rules[1];
+    assert_eq!(
+        r.who,
+        vec![
+            Who::Anyone,
+            Who::Identity("alice".into()),
+            Who::Role("ops".into())
+        ]
+    );
+    assert_eq!(r.targets, ["db"]);
+    assert_eq!(
+        r.sql,
+        [
+            crate::policy::kinds::StmtKind::Select,
+            crate::policy::kinds::StmtKind::CopyTo
+        ]
+    );
+    assert_eq!(r.tables, ["public.users", "Mixed.t*"]);
+    use crate::policy::kinds::Flags;
+    assert_eq!(r.flags, Flags::NO_WHERE.union(Flags::LOCKING_READ));
+    assert_eq!(r.timeout, Duration::from_secs(600));
+    assert_eq!(r.message, None);
+    assert!(r.pattern.is_none());
+}
+
+#[test]
+fn rejects_rule_without_who_or_action() {
+    let ps = problems(&format!("{BASE}[[rule]]\nname = \"r\"\n"));
+    let at: Vec<(usize, usize)> = ps.iter().map(|p| (p.line, p.col)).collect();
+    assert_eq!(at, [(18, 1), (18, 1)], "{ps:#?}");
+    assert!(ps[0].message.contains("missing `who`"));
+    assert!(ps[1].message.contains("missing `action`"));
+    one_problem(
+        &format!("{BASE}[[rule]]\nname = \"r\"\nwho = []\naction = \"allow\"\n"),
+        20,
+        7,
+        "`who` is empty",
+    );
+}
+
+#[test]
+fn rejects_unknown_identity_and_target_in_rule() {
+    let ps = problems(&format!(
+        "{BASE}[[rule]]\nname = \"r\"\ntargets = [\"db\", \"dbx\"]\nwho = [\"alice\", \"alcie\", \"role:\"]\naction = \"allow\"\n"
+    ));
+    let at: Vec<(usize, usize)> = ps.iter().map(|p| (p.line, p.col)).collect();
+    assert_eq!(at, [(20, 18), (21, 17), (21, 26)], "{ps:#?}");
+    assert!(ps[0].message.contains("not a defined [[target]]"));
+    assert!(ps[1]
+        .message
+        .contains("\"alcie\" is not a defined identity"));
+    assert!(ps[2].message.contains("role:NAME"));
+}
+
+#[test]
+fn rejects_duplicate_and_reserved_rule_names() {
+    one_problem(
+        &format!("{BASE}[[rule]]\nname = \"r0\"\nwho = [\"*\"]\naction = \"allow\"\n"),
+        19,
+        8,
+        "defined twice",
+    );
+    one_problem(
+        &format!("{BASE}[[rule]]\nname = \"read_only\"\nwho = [\"*\"]\naction = \"allow\"\n"),
+        19,
+        8,
+        "reserved",
+    );
+}
+
+#[test]
+fn rejects_unknown_sql_kind_listing_valid_ones() {
+    one_problem(
+        &format!("{BASE}[[rule]]\nname = \"r\"\nwho = [\"*\"]\nsql = [\"select\", \"selcet\"]\naction = \"allow\"\n"),
+        21,
+        18,
+        "valid kinds: select, insert,",
+    );
+}
+
+#[test]
+fn rejects_unknown_flag_listing_valid_ones() {
+    one_problem(
+        &format!("{BASE}[[rule]]\nname = \"r\"\nwho = [\"*\"]\nflags = [\"nowhere\"]\naction = \"block\"\n"),
+        21,
+        10,
+        "valid flags: no_where,",
+    );
+}
+
+#[test]
+fn rejects_bad_regex_with_the_regex_error() {
+    one_problem(
+        &format!("{BASE}[[rule]]\nname = \"r\"\nwho = [\"*\"]\nmatch = 'pg_sleep('\naction = \"block\"\n"),
+        21,
+        9,
+        "not a valid regular expression",
+    );
+}
+
+#[test]
+fn rejects_bad_table_globs() {
+    let ps = problems(&format!(
+        "{BASE}[[rule]]\nname = \"r\"\nwho = [\"*\"]\ntables = [\"\", \"a b\", '\"open', \"ok.*\"]\naction = \"block\"\n"
+    ));
+    let at: Vec<(usize, usize)> = ps.iter().map(|p| (p.line, p.col)).collect();
+    assert_eq!(at, [(21, 11), (21, 15), (21, 22)], "{ps:#?}");
+    assert!(ps[0].message.contains("is empty"));
+    assert!(ps[2].message.contains("unclosed"));
+}
+
+#[test]
+fn approvers_and_timeout_only_with_approve() {
+    let rule = "[[rule]]\nname = \"r\"\nwho = [\"*\"]\n";
+    one_problem(
+        &format!("{BASE}{rule}action = \"approve\"\n"),
+        18,
+        1,
+        "no `approvers`",
+    );
+    one_problem(
+        &format!("{BASE}{rule}action = \"block\"\napprovers = [\"alice\"]\n"),
+        22,
+        13,
+        "only used with `action = \"approve\"`",
+    );
+    one_problem(
+        &format!("{BASE}{rule}action = \"allow\"\ntimeout = \"5m\"\n"),
+        22,
+        11,
+        "only used with `action = \"approve\"`",
+    );
+    one_problem(
+        &format!("{BASE}{rule}action = \"approve\"\napprovers = [\"ghost\"]\n"),
+        22,
+        14,
+        "not a defined identity",
+    );
+    one_problem(
+        &format!("{BASE}{rule}action = \"approve\"\napprovers = [\"alice\"]\ntimeout = \"soon\"\n"),
+        23,
+        11,
+        "not a duration",
+    );
+    one_problem(
+        &format!("{BASE}{rule}action = \"maybe\"\n"),
+        21,
+        10,
+        "not an action",
+    );
+    let p = ok(&format!("{BASE}{rule}action = \"approve\"\napprovers = [\"alice\"]\ntimeout = \"30s\"\nmessage = \"wait\"\n"));
+    assert_eq!(p.rules[1].timeout, Duration::from_secs(30));
+    assert_eq!(p.rules[1].message.as_deref(), Some("wait"));
+}
+
+#[test]
+fn column_counts_characters_not_bytes() {
+    one_problem(&format!("{GW}[[identity]]\nname = \"éé\" x\n"), 4, 13, "");
+}
+
+#[test]
+fn wrong_table_shape_is_reported_in_policy_terms() {
+    for text in [
+        "[[gateway]]\ndata_dir = \"/x\"\n",
+        &format!("{GW}[identity]\nname = \"a\"\n"),
+    ] {
+        let ps = problems(text);
+        assert!(ps[0].message.contains("write [gateway] once"), "{ps:#?}");
+    }
+    let ps = problems("gateway = 5\n");
+    assert!(ps[0].message.contains("expected a table"), "{ps:#?}");
+    let ps = problems(&format!("{GW}max_connections = 1.5\n"));
+    assert!(ps[0].message.contains("expected an integer"), "{ps:#?}");
+}
+
+#[test]
+fn a_bad_target_is_reported_once_not_at_each_rule() {
+    let text = format!(
+        "{GW}[[target]]\nname = \"t\"\n[[rule]]\nname = \"r\"\ntargets = [\"t\"]\nwho = [\"*\"]\naction = \"allow\"\n"
+    );
+    let ps = problems(&text);
+    assert!(ps.iter().all(|p| (p.line, p.col) == (3, 1)), "{ps:#?}");
+}
