@@ -215,14 +215,17 @@ fn dollar(s: &[u8], i: usize) -> (T, usize) {
         Some(tag) => tag,
         None => return (T::Bad, n),
     };
+    // Look for the closing tag only where a `$` is. A comparison started at one `$` fails at the
+    // next `$` at the latest (tags hold no `$`), so the search stays linear even for huge tags.
     let body = j + 1;
-    match s
-        .get(body..)
-        .and_then(|rest| rest.windows(tag.len()).position(|w| w == tag))
-    {
-        Some(p) => (T::Str, body + p + tag.len()),
-        None => (T::Bad, n),
+    let mut k = body;
+    while k < n {
+        if at(s, k) == b'$' && s.get(k..).is_some_and(|rest| rest.starts_with(tag)) {
+            return (T::Str, k + tag.len());
+        }
+        k += 1;
     }
+    (T::Bad, n)
 }
 
 fn number_end(s: &[u8], i: usize) -> usize {
@@ -623,7 +626,10 @@ impl<'a> Cx<'a> {
         let raw = self.raw(i);
         let next = match self.ty(i, hi)? {
             T::Ident => {
-                out.extend(raw.chars().map(|c| c.to_ascii_lowercase()));
+                out.push_str(raw);
+                if let Some(appended) = out.get_mut(from..) {
+                    appended.make_ascii_lowercase();
+                }
                 i + 1
             }
             T::QIdent => {
@@ -655,7 +661,7 @@ impl<'a> Cx<'a> {
 
     /// A possibly qualified name (`a`, `s.t`, `"My Schema".t`, `db.s.t`) joined with `.`.
     fn qualified_name(&mut self, i: usize, hi: usize) -> Option<(String, usize)> {
-        let mut name = String::new();
+        let mut name = String::with_capacity(self.raw(i).len());
         let mut j = i;
         for part in 0..3 {
             if part > 0 {

@@ -774,3 +774,50 @@ fn timing_of_short_statements() {
         );
     }
 }
+
+#[test]
+fn classifies_hostile_sizes_in_linear_time() {
+    // A huge dollar tag that never closes, over content full of near-misses: linear, not quadratic.
+    let tag = "a".repeat(100_000);
+    let sql = format!("select ${tag}$ {} ", format!("${}b", &tag[1..]).repeat(3));
+    assert_eq!(only(&sql).kinds, KindSet::one(K::Unknown));
+    let sql = format!("select ${tag}$ x ${tag}$ from t");
+    assert_eq!(only(&sql).kinds, KindSet::one(K::Select));
+    // Many statements, many tables, long comments.
+    let sql = "select 1 from t where a = 'x'; ".repeat(20_000);
+    assert_eq!(classify(&sql).len(), 20_000);
+    let sql = format!(
+        "select 1 /*{}*/",
+        "/*".repeat(50_000) + &"*/".repeat(50_000)
+    );
+    assert_eq!(only(&sql).kinds, KindSet::one(K::Select));
+}
+
+#[test]
+fn classifies_nested_subqueries_up_to_the_depth_cap() {
+    let n = MAX_DEPTH - 2;
+    let sql = format!(
+        "select * from {}select * from t{}",
+        "(".repeat(n).replace('(', "(select * from "),
+        ")".repeat(n)
+    );
+    let s = only(&sql);
+    assert_eq!(s.kinds, KindSet::one(K::Select), "{s:?}");
+    assert_eq!(s.tables, vec!["t".to_string()]);
+}
+
+#[test]
+fn never_panics_on_any_prefix_of_tricky_queries() {
+    let queries = [
+        "WITH d AS (DELETE FROM \"T\" RETURNING *) SELECT U&\"x\\0041\" UESCAPE '\\', E'\\'', $q$;$q$ FROM d; -- x",
+        "EXPLAIN (ANALYZE off, FORMAT json) COPY (SELECT 1) TO PROGRAM 'x'; /* /* */ */ SET ROLE 'a'",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN 1 THEN 2 END; END; é\u{a0}",
+        "PREPARE p(int) AS UPDATE ONLY s.t SET a = $1 FROM u WHERE CURRENT OF c; EXECUTE p(1); DEALLOCATE p",
+    ];
+    for q in queries {
+        for (i, _) in q.char_indices() {
+            let v = classify(&q[..i]);
+            assert!(!v.is_empty());
+        }
+    }
+}
