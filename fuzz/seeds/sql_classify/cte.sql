@@ -1,0 +1,1 @@
+with x as (delete from t returning *) select * from x

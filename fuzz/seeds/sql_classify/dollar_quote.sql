@@ -1,0 +1,2 @@
+do $$ begin perform 1; end $$; -- comment
+/* nested /* c */ */ select E'\''

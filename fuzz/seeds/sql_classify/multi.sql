@@ -1,0 +1,1 @@
+begin; update t set a = 1 where b = 'x;y'; commit;
