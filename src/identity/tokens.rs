@@ -40,7 +40,7 @@ pub const SECRET_LEN: usize = 4 + 43;
 pub const MAX_CANDIDATES: usize = 64;
 /// Longest identity, target or scope name the store accepts.
 pub const MAX_NAME_LEN: usize = 256;
-/// Longest origin (who or what asked for the token).
+/// Longest origin (who or what asked for the token), in characters.
 pub const MAX_ORIGIN_LEN: usize = 512;
 
 /// Version byte of a token record.
@@ -240,8 +240,10 @@ impl Tokens {
                 return Err(StoreError::InvalidInput(what));
             }
         }
-        if origin.len() > MAX_ORIGIN_LEN {
-            return Err(StoreError::InvalidInput("origin must be at most 512 bytes"));
+        if origin.chars().count() > MAX_ORIGIN_LEN {
+            return Err(StoreError::InvalidInput(
+                "origin must be at most 512 characters",
+            ));
         }
         if ttl.as_secs() == 0 {
             return Err(StoreError::InvalidInput("ttl must be at least one second"));
