@@ -1,1 +1,257 @@
-//! Audit log. STUB.
+//! The audit log: every session, statement and decision as a JSON event, hash-chained, in the store.
+//!
+//! Producers hold a cloneable [`Audit`] and queue [`Event`]s on a bounded channel; one writer thread
+//! (see `writer.rs`) appends them with group commit. [`Audit::record_durable`] returns once the
+//! event is on disk (use it before forwarding anything that may write); [`Audit::record`] returns
+//! once the event is queued, and the event is durable within the flush interval. Neither drops
+//! events: a full queue makes producers wait.
+//!
+//! Stored line (also the export format, one per line):
+//! `{"seq":N,"ts":"2026-11-27T09:30:00.123Z","kind":"...", ...fields..., "prev":"<hex SHA-256 of the
+//! previous line>"}`; the first line's `prev` is 64 zeros. See `chain.rs` for what verify checks.
+
+mod chain;
+mod format;
+mod writer;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use smol::channel::{self, Receiver, Sender};
+
+use crate::store::{Store, StoreError};
+use writer::{Job, Stats};
+
+pub use chain::{export, export_lines, verify, Broken, Problem, VerifyReport};
+pub use format::{line_seq, rfc3339_millis, MAX_LIST_ITEMS, MAX_STR_BYTES};
+pub use writer::MAX_BATCH;
+
+/// Events queued at most; producers wait beyond this (back-pressure).
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// A field value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    Null,
+    List(Vec<String>),
+}
+
+/// One audit event: a kind (`"session_start"`, `"statement"`, `"token_issued"`, ...) and named
+/// fields, written in order. Field names `seq`, `ts`, `kind` and `prev` are taken by the line and
+/// get a leading `_`. Strings longer than [`MAX_STR_BYTES`] are cut and marked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: &'static str,
+    pub fields: Vec<(&'static str, Value)>,
+}
+
+impl Event {
+    pub fn new(kind: &'static str) -> Event {
+        Event {
+            kind,
+            fields: Vec::new(),
+        }
+    }
+    pub fn str(mut self, k: &'static str, v: impl Into<String>) -> Event {
+        self.fields.push((k, Value::Str(v.into())));
+        self
+    }
+    pub fn uint(mut self, k: &'static str, v: u64) -> Event {
+        self.fields.push((k, Value::UInt(v)));
+        self
+    }
+    pub fn int(mut self, k: &'static str, v: i64) -> Event {
+        self.fields.push((k, Value::Int(v)));
+        self
+    }
+    pub fn bool(mut self, k: &'static str, v: bool) -> Event {
+        self.fields.push((k, Value::Bool(v)));
+        self
+    }
+    pub fn list(mut self, k: &'static str, v: Vec<String>) -> Event {
+        self.fields.push((k, Value::List(v)));
+        self
+    }
+    /// `null` when `None`.
+    pub fn opt_str(mut self, k: &'static str, v: Option<impl Into<String>>) -> Event {
+        self.fields
+            .push((k, v.map_or(Value::Null, |s| Value::Str(s.into()))));
+        self
+    }
+    /// `null` when `None`.
+    pub fn opt_uint(mut self, k: &'static str, v: Option<u64>) -> Event {
+        self.fields.push((k, v.map_or(Value::Null, Value::UInt)));
+        self
+    }
+}
+
+/// Why an event could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The writer has stopped (shutdown, or it died).
+    Closed,
+    /// The commit that held the event failed; the event is not in the log.
+    Commit(String),
+}
+
+impl fmt::Display for AuditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditError::Closed => f.write_str("the audit log is closed"),
+            AuditError::Commit(e) => write!(f, "the audit log could not be written: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AuditError {}
+
+/// The producers' handle: clone it freely.
+#[derive(Clone)]
+pub struct Audit {
+    tx: Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+impl fmt::Debug for Audit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Audit")
+            .field("queued", &self.tx.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Audit {
+    /// Queues `ev` and waits until a `Durability::Immediate` commit holding it has returned.
+    /// Returns its sequence number.
+    ///
+    /// # Errors
+    /// [`AuditError::Commit`] if that commit failed (don't run what the event describes), or
+    /// [`AuditError::Closed`].
+    pub async fn record_durable(&self, ev: Event) -> Result<u64, AuditError> {
+        let (reply, answer) = channel::bounded(1);
+        self.tx
+            .send(Job {
+                ev,
+                reply: Some(reply),
+                ts_ms: None,
+            })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.recv().await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues `ev`; it is durable within the flush interval. Waits only for queue space.
+    ///
+    /// # Errors
+    /// [`AuditError::Closed`].
+    pub async fn record(&self, ev: Event) -> Result<(), AuditError> {
+        self.tx
+            .send(Job {
+                ev,
+                reply: None,
+                ts_ms: None,
+            })
+            .await
+            .map_err(|_| AuditError::Closed)
+    }
+
+    /// [`record_durable`](Self::record_durable) for threads and the CLI (blocks this thread).
+    ///
+    /// # Errors
+    /// As `record_durable`.
+    pub fn record_blocking(&self, ev: Event) -> Result<u64, AuditError> {
+        let (reply, answer) = channel::bounded(1);
+        self.tx
+            .send_blocking(Job {
+                ev,
+                reply: Some(reply),
+                ts_ms: None,
+            })
+            .map_err(|_| AuditError::Closed)?;
+        answer.recv_blocking().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Failed audit commits since start (for metrics; each failed durable record was also
+    /// reported to its caller).
+    pub fn commit_failures(&self) -> u64 {
+        self.stats.commit_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread. [`shutdown`](Self::shutdown) (or drop) writes what is queued and joins it.
+pub struct AuditWriter {
+    rx: Receiver<Job>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Stops accepting events, writes everything already queued (durably), joins the thread.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    fn stop(&mut self) {
+        self.rx.close();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the writer thread. `flush_interval` bounds how long a `record()`ed event may stay
+/// non-durable.
+///
+/// # Errors
+/// The store's audit head is corrupt, or the thread cannot be spawned.
+pub fn start(
+    store: Arc<Store>,
+    flush_interval: Duration,
+) -> Result<(Audit, AuditWriter), StoreError> {
+    // Fail now, not at the first event, if the head is unreadable.
+    {
+        use redb::ReadableDatabase;
+        let txn = store.db().begin_read()?;
+        let meta = txn.open_table(crate::store::tables::META)?;
+        let head = meta.get(crate::store::tables::META_AUDIT_HEAD)?;
+        chain::decode_head(head.as_ref().map(|v| v.value()))?;
+    }
+    let (tx, rx) = channel::bounded(QUEUE_CAPACITY);
+    let stats = Arc::new(Stats {
+        commits: AtomicU64::new(0),
+        commit_failures: AtomicU64::new(0),
+    });
+    let thread_rx = rx.clone();
+    let thread_stats = stats.clone();
+    let handle = std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || writer::run(store, thread_rx, flush_interval, thread_stats))
+        .map_err(|source| StoreError::Io {
+            path: "audit writer thread".into(),
+            source,
+        })?;
+    Ok((
+        Audit { tx, stats },
+        AuditWriter {
+            rx,
+            handle: Some(handle),
+        },
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a panic is the failure report
+mod tests;

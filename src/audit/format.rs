@@ -1,0 +1,276 @@
+//! The text of one audit line: a JSON object with `seq`, `ts`, `kind`, the event's fields in
+//! order, and `prev` last. Written by hand (no serde_json): the escaper below follows RFC 8259 §7.
+
+use std::fmt::Write as _;
+
+use super::{Event, Value};
+
+/// Longest string value kept in a line; longer values are cut at a character boundary and marked
+/// (a statement with a multi-megabyte literal still gets a bounded audit line).
+pub const MAX_STR_BYTES: usize = 256 * 1024;
+/// Most items of a list value kept in a line; the rest is summarised by one marker item.
+pub const MAX_LIST_ITEMS: usize = 1024;
+
+/// Field names the line itself uses; an event field with one of these names gets a leading `_`.
+const RESERVED: [&str; 4] = ["seq", "ts", "kind", "prev"];
+
+/// Appends `s` as a JSON string (with quotes). Escapes `"` and `\`, every control character
+/// (U+0000..U+001F, U+007F) and U+2028/U+2029, so a line never contains a raw newline.
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `s` cut to at most [`MAX_STR_BYTES`] at a character boundary, with a marker if cut.
+fn capped(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_STR_BYTES {
+        return s.into();
+    }
+    let mut end = MAX_STR_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...[truncated {} bytes]", &s[..end], s.len() - end).into()
+}
+
+fn push_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Str(s) => push_json_str(out, &capped(s)),
+        Value::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::UInt(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.push_str("null"),
+        Value::List(items) => {
+            out.push('[');
+            for (i, item) in items.iter().take(MAX_LIST_ITEMS).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(out, &capped(item));
+            }
+            if items.len() > MAX_LIST_ITEMS {
+                out.push(',');
+                let more = format!("...[{} more]", items.len() - MAX_LIST_ITEMS);
+                push_json_str(out, &more);
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// The line of event number `seq`, stamped `ts_ms` (unix milliseconds), chained to `prev` (the
+/// SHA-256 of the previous line; zeros for the first).
+pub fn line(seq: u64, ts_ms: u64, ev: &Event, prev: &[u8; 32]) -> String {
+    let mut out = String::with_capacity(160);
+    let _ = write!(
+        out,
+        "{{\"seq\":{seq},\"ts\":\"{}\",\"kind\":",
+        rfc3339_millis(ts_ms)
+    );
+    push_json_str(&mut out, ev.kind);
+    for (k, v) in &ev.fields {
+        out.push(',');
+        if RESERVED.contains(k) {
+            push_json_str(&mut out, &format!("_{k}"));
+        } else {
+            push_json_str(&mut out, k);
+        }
+        out.push(':');
+        push_value(&mut out, v);
+    }
+    out.push_str(",\"prev\":\"");
+    out.push_str(&hex(prev));
+    out.push_str("\"}");
+    out
+}
+
+/// The sequence number a line starts with (`{"seq":N,`), if it is well formed.
+pub fn line_seq(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let end = rest.find(',')?;
+    let digits = &rest[..end];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The `prev` hash (hex) a line ends with (`,"prev":"<64 hex>"}`), if it is well formed.
+pub fn line_prev(line: &str) -> Option<&str> {
+    let body = line.strip_suffix("\"}")?;
+    let at = body.len().checked_sub(64)?;
+    let hex = body.get(at..)?;
+    let head = body.get(..at)?;
+    if head.ends_with(",\"prev\":\"") && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(hex)
+    } else {
+        None
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-11-27T09:30:00.123Z`.
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let ms = unix_ms % 1000;
+    let secs = unix_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let (y, mo, d) = civil_from_days(secs / 86_400);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+}
+
+/// Year, month, day of `days` after 1970-01-01 (proleptic Gregorian), after Howard Hinnant's
+/// `civil_from_days`: count in 400-year eras starting on March 1st, so the leap day is last.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_868_799_999), "2000-02-29T23:59:59.999Z");
+        assert_eq!(
+            rfc3339_millis(1_795_771_800_123),
+            "2026-11-27T09:30:00.123Z"
+        );
+        assert_eq!(
+            rfc3339_millis(4_107_542_400_000),
+            "2100-03-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(1_704_067_199_000),
+            "2023-12-31T23:59:59.000Z"
+        );
+    }
+
+    #[test]
+    fn every_day_follows_the_previous_one() {
+        // Walk 1970..2400 day by day and check the calendar never skips or repeats.
+        let mut prev = civil_from_days(0);
+        let dim = |y: u64, m: u64| match m {
+            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        for days in 1..157_000 {
+            let (y, m, d) = civil_from_days(days);
+            let (py, pm, pd) = prev;
+            let expected = if pd < dim(py, pm) {
+                (py, pm, pd + 1)
+            } else if pm < 12 {
+                (py, pm + 1, 1)
+            } else {
+                (py + 1, 1, 1)
+            };
+            assert_eq!((y, m, d), expected, "day {days}");
+            prev = (y, m, d);
+        }
+    }
+
+    #[test]
+    fn escapes_quotes_backslashes_and_controls() {
+        let mut s = String::new();
+        push_json_str(&mut s, "a\"b\\c\nd\re\tf\u{0}g\u{1f}h\u{7f}i\u{2028}é€😀");
+        assert_eq!(
+            s,
+            "\"a\\\"b\\\\c\\nd\\re\\tf\\u0000g\\u001fh\\u007fi\\u2028é€😀\""
+        );
+    }
+
+    #[test]
+    fn line_has_fixed_head_and_tail_and_renames_reserved_fields() {
+        let ev = Event::new("stmt")
+            .str("sql", "select 1")
+            .uint("seq", 5)
+            .int("n", -3)
+            .bool("ok", true)
+            .opt_str("none", None::<String>)
+            .list("tables", vec!["a".into(), "b\"".into()]);
+        let l = line(7, 0, &ev, &[0xab; 32]);
+        assert_eq!(
+            l,
+            format!(
+                "{{\"seq\":7,\"ts\":\"1970-01-01T00:00:00.000Z\",\"kind\":\"stmt\",\
+                 \"sql\":\"select 1\",\"_seq\":5,\"n\":-3,\"ok\":true,\"none\":null,\
+                 \"tables\":[\"a\",\"b\\\"\"],\"prev\":\"{}\"}}",
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(line_seq(&l), Some(7));
+        assert_eq!(line_prev(&l), Some("ab".repeat(32).as_str()));
+    }
+
+    #[test]
+    fn caps_long_strings_at_a_char_boundary_and_long_lists() {
+        let long = "é".repeat(MAX_STR_BYTES); // 2 bytes each
+        let many: Vec<String> = (0..MAX_LIST_ITEMS + 5).map(|i| i.to_string()).collect();
+        let l = line(
+            1,
+            0,
+            &Event::new("k").str("s", long).list("l", many),
+            &[0; 32],
+        );
+        assert!(
+            l.contains("...[truncated 262144 bytes]"),
+            "{}",
+            &l[l.len() - 200..]
+        );
+        assert!(l.contains("\"...[5 more]\"]"));
+        assert!(l.len() < MAX_STR_BYTES + 16 * 1024);
+    }
+
+    #[test]
+    fn rejects_malformed_heads_and_tails() {
+        assert_eq!(line_seq("{\"seq\":,"), None);
+        assert_eq!(line_seq("{\"seq\":1x,"), None);
+        assert_eq!(line_seq("{\"seq\":99999999999999999999999,"), None);
+        assert_eq!(line_seq("{\"seq\":12"), None);
+        assert_eq!(line_prev("{\"prev\":\"00\"}"), None);
+        assert_eq!(line_prev(""), None);
+        let bad = format!(",\"prev\":\"{}\"}}", "zz".repeat(32));
+        assert_eq!(line_prev(&bad), None);
+        let multibyte = format!("{}\"}}", "é".repeat(40));
+        assert_eq!(line_prev(&multibyte), None);
+    }
+}

@@ -1,0 +1,511 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::chain::{decode_row, encode_row, sha256};
+use super::*;
+use crate::store::tables::{AUDIT, META, META_AUDIT_HEAD};
+use crate::store::test_dir;
+
+const FLUSH: Duration = Duration::from_millis(50);
+
+fn open(name: &str) -> (Arc<Store>, PathBuf) {
+    let dir = test_dir(name);
+    (Store::open(&dir).unwrap(), dir)
+}
+
+fn exported(store: &Store, since: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = export(store, &mut out, since).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'));
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert_eq!(usize::try_from(n).unwrap(), lines.len());
+    lines
+}
+
+/// A strict little JSON checker (RFC 8259 grammar, no extensions): enough to show every exported
+/// line is one JSON object and nothing else.
+mod json {
+    pub fn is_object(s: &str) -> bool {
+        let b = s.as_bytes();
+        let mut i = 0;
+        b.first() == Some(&b'{') && value(b, &mut i) && i == b.len()
+    }
+    fn value(b: &[u8], i: &mut usize) -> bool {
+        match b.get(*i) {
+            Some(b'{') => {
+                *i += 1;
+                if b.get(*i) == Some(&b'}') {
+                    *i += 1;
+                    return true;
+                }
+                loop {
+                    if !string(b, i) || b.get(*i) != Some(&b':') {
+                        return false;
+                    }
+                    *i += 1;
+                    if !value(b, i) {
+                        return false;
+                    }
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b'}') => {
+                            *i += 1;
+                            return true;
+                        }
+                        _ => return false,
+                    }
+                }
+            }
+            Some(b'[') => {
+                *i += 1;
+                if b.get(*i) == Some(&b']') {
+                    *i += 1;
+                    return true;
+                }
+                loop {
+                    if !value(b, i) {
+                        return false;
+                    }
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(b']') => {
+                            *i += 1;
+                            return true;
+                        }
+                        _ => return false,
+                    }
+                }
+            }
+            Some(b'"') => string(b, i),
+            Some(b't') => lit(b, i, b"true"),
+            Some(b'f') => lit(b, i, b"false"),
+            Some(b'n') => lit(b, i, b"null"),
+            Some(c) if *c == b'-' || c.is_ascii_digit() => {
+                if b[*i] == b'-' {
+                    *i += 1;
+                }
+                let start = *i;
+                while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                    *i += 1;
+                }
+                *i > start && !(b[start] == b'0' && *i - start > 1)
+            }
+            _ => false,
+        }
+    }
+    fn lit(b: &[u8], i: &mut usize, l: &[u8]) -> bool {
+        if b[*i..].starts_with(l) {
+            *i += l.len();
+            true
+        } else {
+            false
+        }
+    }
+    fn string(b: &[u8], i: &mut usize) -> bool {
+        if b.get(*i) != Some(&b'"') {
+            return false;
+        }
+        *i += 1;
+        loop {
+            match b.get(*i) {
+                None => return false,
+                Some(b'"') => {
+                    *i += 1;
+                    return true;
+                }
+                Some(b'\\') => {
+                    *i += 1;
+                    match b.get(*i) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => *i += 1,
+                        Some(b'u') => {
+                            let hex = b.get(*i + 1..*i + 5);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return false;
+                            }
+                            *i += 5;
+                        }
+                        _ => return false,
+                    }
+                }
+                Some(c) if *c < 0x20 => return false,
+                Some(_) => *i += 1,
+            }
+        }
+    }
+
+    #[test]
+    fn checker_rejects_what_it_should() {
+        assert!(is_object(r#"{"a":[1,-2,"x\n\u00e9"],"b":{},"c":null}"#));
+        for bad in [
+            r#"{"a":1,}"#,
+            "{\"a\":\"\n\"}",
+            r#"{"a":01}"#,
+            r#"{"a":1}x"#,
+            r#"{"a"}"#,
+        ] {
+            assert!(!is_object(bad), "{bad}");
+        }
+    }
+}
+
+#[test]
+fn events_get_consecutive_seqs_in_queue_order_and_chain() {
+    let (store, dir) = open("audit-order");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    for i in 0..20u64 {
+        let seq = audit
+            .record_blocking(Event::new("test").uint("i", i))
+            .unwrap();
+        assert_eq!(seq, i + 1);
+    }
+    writer.shutdown();
+    let lines = exported(&store, 0);
+    assert_eq!(lines.len(), 20);
+    let mut prev = "0".repeat(64);
+    for (i, l) in lines.iter().enumerate() {
+        assert!(
+            l.starts_with(&format!("{{\"seq\":{},\"ts\":\"", i + 1)),
+            "{l}"
+        );
+        assert!(l.contains(&format!(",\"kind\":\"test\",\"i\":{i},")), "{l}");
+        assert!(l.ends_with(&format!(",\"prev\":\"{prev}\"}}")), "{l}");
+        prev = format::hex(&sha256(l.as_bytes()));
+    }
+    assert!(verify(&store).unwrap().is_intact());
+    // since: only later events.
+    let tail = exported(&store, 18);
+    assert_eq!(tail.len(), 2);
+    assert_eq!(line_seq(&tail[0]), Some(19));
+    assert!(exported(&store, u64::MAX).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn group_commit_serves_concurrent_producers_in_few_commits() {
+    let (store, dir) = open("audit-group");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let audit = audit.clone();
+            std::thread::spawn(move || {
+                (0..200u64)
+                    .map(|i| {
+                        audit
+                            .record_blocking(Event::new("load").uint("t", t).uint("i", i))
+                            .unwrap()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let commits = audit
+        .stats
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    writer.shutdown();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=1600).collect::<Vec<u64>>());
+    // Eight waiters at a time: batches of several events, far fewer commits than events.
+    assert!(commits < 1600 / 2, "{commits} commits for 1600 events");
+    let report = verify(&store).unwrap();
+    assert!(report.is_intact(), "{report}");
+    assert_eq!((report.events, report.head_seq), (1600, 1600));
+    // Each producer's events appear in its own order.
+    let lines = exported(&store, 0);
+    for t in 0..8 {
+        let mine: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(&format!("\"t\":{t},")))
+            .collect();
+        assert_eq!(mine.len(), 200);
+        for (i, l) in mine.iter().enumerate() {
+            assert!(l.contains(&format!("\"i\":{i},")), "{l}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn async_record_and_record_durable_share_the_chain() {
+    let (store, dir) = open("audit-async");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    smol::block_on(async {
+        for i in 0..100u64 {
+            audit.record(Event::new("read").uint("i", i)).await.unwrap();
+        }
+        let seq = audit
+            .record_durable(Event::new("write").str("sql", "delete from t"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 101);
+    });
+    // Non-durable events become visible without a durable one behind them, too.
+    smol::block_on(audit.record(Event::new("read").uint("i", 100))).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while exported(&store, 101).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "record() never written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    writer.shutdown();
+    assert_eq!(exported(&store, 0).len(), 102);
+    assert!(verify(&store).unwrap().is_intact());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn export_is_one_json_object_per_line_even_with_hostile_strings() {
+    let (store, dir) = open("audit-json");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    let hostile =
+        "quote\" backslash\\ newline\n cr\r tab\t nul\0 bell\u{7} del\u{7f} ls\u{2028} é 😀";
+    audit
+        .record_blocking(
+            Event::new("statement")
+                .str("sql", hostile)
+                .int("neg", i64::MIN)
+                .uint("big", u64::MAX)
+                .bool("ok", false)
+                .opt_str("approver", None::<&str>)
+                .opt_uint("rows", Some(3))
+                .list("tables", vec![hostile.to_string(), String::new()])
+                .str("prev", "not the chain's"),
+        )
+        .unwrap();
+    audit.record_blocking(Event::new("empty")).unwrap();
+    writer.shutdown();
+    let lines = exported(&store, 0);
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(json::is_object(l), "not one JSON object: {l}");
+    }
+    assert!(lines[0].contains(r#""neg":-9223372036854775808,"big":18446744073709551615,"#));
+    assert!(lines[0].contains(r#""approver":null,"rows":3,"#));
+    assert!(lines[0].contains(r#""_prev":"not the chain's","prev":""#));
+    assert!(lines[1].contains(r#","kind":"empty","prev":""#));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn timestamps_are_rfc3339_utc_millis_of_now() {
+    let (store, dir) = open("audit-ts");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    audit.record_blocking(Event::new("t")).unwrap();
+    writer.shutdown();
+    let l = &exported(&store, 0)[0];
+    let ts = &l[l.find("\"ts\":\"").unwrap() + 6..][..24];
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let today = &rfc3339_millis(u64::try_from(now_ms).unwrap())[..10];
+    assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
+    assert!(
+        ts.starts_with(today) || l.contains("T23:59"),
+        "{ts} vs {today}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn with_rows(store: &Store, f: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
+    let txn = store.db().begin_write().unwrap();
+    f(&mut txn.open_table(AUDIT).unwrap());
+    txn.commit().unwrap();
+}
+
+fn filled(name: &str, n: u64) -> (Arc<Store>, PathBuf) {
+    let (store, dir) = open(name);
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    for i in 0..n {
+        audit.record_blocking(Event::new("e").uint("i", i)).unwrap();
+    }
+    writer.shutdown();
+    (store, dir)
+}
+
+fn row(store: &Store, seq: u64) -> ([u8; 32], String) {
+    let txn = redb::ReadableDatabase::begin_read(store.db()).unwrap();
+    let t = txn.open_table(AUDIT).unwrap();
+    let v = t.get(seq).unwrap().unwrap();
+    let (h, l) = decode_row(v.value()).unwrap();
+    (h, l.to_string())
+}
+
+#[test]
+fn verify_detects_a_changed_line() {
+    let (store, dir) = filled("audit-tamper-line", 5);
+    let (hash, line) = row(&store, 3);
+    let forged = line.replace("\"i\":2", "\"i\":9");
+    with_rows(&store, |t| {
+        t.insert(3, encode_row(&hash, &forged).as_slice()).unwrap();
+    });
+    let r = verify(&store).unwrap();
+    assert_eq!(
+        r.broken,
+        Some(Broken {
+            seq: 3,
+            problem: Problem::HashMismatch
+        })
+    );
+    assert_eq!(r.events, 2);
+    assert!(r.to_string().contains("BROKEN at seq 3"), "{r}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn verify_detects_a_rewritten_row_with_its_hash_at_the_next_row() {
+    let (store, dir) = filled("audit-tamper-rehash", 5);
+    let (_, line) = row(&store, 3);
+    let forged = line.replace("\"i\":2", "\"i\":9");
+    with_rows(&store, |t| {
+        t.insert(
+            3,
+            encode_row(&sha256(forged.as_bytes()), &forged).as_slice(),
+        )
+        .unwrap();
+    });
+    let r = verify(&store).unwrap();
+    assert_eq!(
+        r.broken,
+        Some(Broken {
+            seq: 4,
+            problem: Problem::PrevMismatch
+        })
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn verify_detects_removed_rows_in_the_middle_and_at_the_end() {
+    let (store, dir) = filled("audit-tamper-remove", 5);
+    with_rows(&store, |t| {
+        t.remove(5).unwrap();
+    });
+    let r = verify(&store).unwrap();
+    assert_eq!(
+        r.broken,
+        Some(Broken {
+            seq: 5,
+            problem: Problem::HeadMismatch
+        })
+    );
+    with_rows(&store, |t| {
+        t.remove(2).unwrap();
+    });
+    let r = verify(&store).unwrap();
+    assert_eq!(
+        r.broken,
+        Some(Broken {
+            seq: 2,
+            problem: Problem::Missing
+        })
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn verify_reports_garbage_rows_and_export_refuses_them() {
+    let (store, dir) = filled("audit-garbage", 3);
+    with_rows(&store, |t| {
+        t.insert(2, [1u8, 2, 3].as_slice()).unwrap();
+    });
+    let r = verify(&store).unwrap();
+    assert_eq!(
+        r.broken,
+        Some(Broken {
+            seq: 2,
+            problem: Problem::Malformed
+        })
+    );
+    let mut sink = Vec::new();
+    assert!(matches!(
+        export(&store, &mut sink, 0),
+        Err(StoreError::Corrupt(_))
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn empty_log_verifies_and_exports_nothing() {
+    let (store, dir) = open("audit-empty");
+    let r = verify(&store).unwrap();
+    assert!(r.is_intact());
+    assert_eq!((r.events, r.head_seq), (0, 0));
+    assert!(exported(&store, 0).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn durable_event_survives_reopen_and_the_chain_continues() {
+    let dir = test_dir("audit-reopen");
+    {
+        let store = Store::open(&dir).unwrap();
+        let (audit, writer) = start(store, FLUSH).unwrap();
+        let seq = audit
+            .record_blocking(Event::new("first").str("who", "alice"))
+            .unwrap();
+        assert_eq!(seq, 1);
+        smol::block_on(audit.record(Event::new("second"))).unwrap();
+        writer.shutdown();
+        // Store dropped here: the file is closed.
+    }
+    let store = Store::open(&dir).unwrap();
+    let lines = exported(&store, 0);
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].contains("\"kind\":\"first\",\"who\":\"alice\""));
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    assert_eq!(audit.record_blocking(Event::new("third")).unwrap(), 3);
+    writer.shutdown();
+    assert!(verify(&store).unwrap().is_intact());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn after_shutdown_records_fail_with_closed() {
+    let (store, dir) = open("audit-closed");
+    let (audit, writer) = start(store, FLUSH).unwrap();
+    writer.shutdown();
+    assert_eq!(
+        audit.record_blocking(Event::new("late")),
+        Err(AuditError::Closed)
+    );
+    assert_eq!(
+        smol::block_on(audit.record(Event::new("late"))),
+        Err(AuditError::Closed)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn start_refuses_a_corrupt_head() {
+    let (store, dir) = open("audit-badhead");
+    let txn = store.db().begin_write().unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert(META_AUDIT_HEAD, [9u8].as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    assert!(matches!(start(store, FLUSH), Err(StoreError::Corrupt(_))));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn export_lines_respects_line_and_byte_caps() {
+    let (store, dir) = filled("audit-chunks", 10);
+    assert_eq!(export_lines(&store, 0, 4, usize::MAX).unwrap().len(), 4);
+    let one = export_lines(&store, 0, 100, 1).unwrap();
+    assert_eq!(one.len(), 1, "at least one line even past the byte cap");
+    let rest = export_lines(&store, 7, 100, usize::MAX).unwrap();
+    assert_eq!(
+        rest.iter().map(|l| line_seq(l)).collect::<Vec<_>>(),
+        [Some(8), Some(9), Some(10)]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

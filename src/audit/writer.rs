@@ -1,0 +1,224 @@
+//! The audit writer: ONE std thread owns every audit write, with group commit.
+//!
+//! Loop: block for the first queued event, drain whatever else is queued (up to [`MAX_BATCH`]),
+//! append the batch to the chain in one write transaction, commit, answer the batch's durable
+//! waiters. A batch with a durable waiter commits with `Durability::Immediate`. A batch of only
+//! `record()` events commits with `Durability::None` (visible to readers at once, one fdatasync
+//! saved), and the writer makes sure an `Immediate` commit follows within the flush interval: the
+//! next batch, or a flush of its own when idle.
+//!
+//! Failure: a failed commit answers its durable waiters with an error (the caller fails closed and
+//! does not run the statement; its event is not retried) and keeps its `record()` events for the
+//! next attempt, so those are delayed, not dropped. The chain head is re-read inside each write
+//! transaction, so a failed commit leaves no gap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{Durability, ReadableTable};
+use smol::channel::{Receiver, Sender};
+
+use super::chain::{decode_head, encode_head, encode_row, sha256};
+use super::format::line;
+use super::{AuditError, Event};
+use crate::store::tables::{AUDIT, META, META_AUDIT_HEAD};
+use crate::store::{Store, StoreError};
+
+/// Most events in one write transaction.
+pub const MAX_BATCH: usize = 4096;
+/// Pause before retrying after a failed commit (so a full disk is not a busy loop).
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// One queued event.
+pub(crate) struct Job {
+    pub(crate) ev: Event,
+    /// Set for durable records: answered once the commit holding the event returns.
+    pub(crate) reply: Option<Sender<Result<u64, AuditError>>>,
+    /// Unix milliseconds, stamped on the first write attempt (kept across retries).
+    pub(crate) ts_ms: Option<u64>,
+}
+
+pub(crate) struct Stats {
+    /// Successful audit commits (batches and flushes).
+    pub(crate) commits: AtomicU64,
+    pub(crate) commit_failures: AtomicU64,
+}
+
+enum Next {
+    Job(Job),
+    Timeout,
+    Closed,
+}
+
+/// The next job, or `Timeout` at `deadline`, or `Closed` once the channel is closed and empty.
+fn next(rx: &Receiver<Job>, deadline: Option<Instant>) -> Next {
+    match deadline {
+        None => match rx.recv_blocking() {
+            Ok(j) => Next::Job(j),
+            Err(_) => Next::Closed,
+        },
+        Some(at) => smol::block_on(smol::future::or(
+            async {
+                match rx.recv().await {
+                    Ok(j) => Next::Job(j),
+                    Err(_) => Next::Closed,
+                }
+            },
+            async {
+                smol::Timer::at(at).await;
+                Next::Timeout
+            },
+        )),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn run(
+    store: Arc<Store>,
+    rx: Receiver<Job>,
+    flush_interval: Duration,
+    stats: Arc<Stats>,
+) {
+    // Record events a failed commit left unwritten.
+    let mut carry: Vec<Job> = Vec::new();
+    // When the oldest commit not yet followed by an Immediate one happened.
+    let mut unsynced_since: Option<Instant> = None;
+    let mut failed_at: Option<Instant> = None;
+    loop {
+        let deadline = match (failed_at, unsynced_since) {
+            (Some(t), _) => Some(t + RETRY_DELAY),
+            (None, Some(t)) => Some(t + flush_interval),
+            (None, None) => None,
+        };
+        let mut batch = std::mem::take(&mut carry);
+        let closed = match next(&rx, deadline) {
+            Next::Job(j) => {
+                batch.push(j);
+                false
+            }
+            Next::Timeout => false,
+            Next::Closed => true,
+        };
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let overdue = unsynced_since.is_some_and(|t| t.elapsed() >= flush_interval);
+        let durable = closed || overdue || batch.iter().any(|j| j.reply.is_some());
+
+        if batch.is_empty() {
+            if durable && unsynced_since.is_some() {
+                match sync(&store) {
+                    Ok(()) => {
+                        stats.commits.fetch_add(1, Ordering::Relaxed);
+                        unsynced_since = None;
+                    }
+                    Err(_) => {
+                        stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                        unsynced_since = Some(Instant::now());
+                    }
+                }
+            }
+            failed_at = None;
+            if closed {
+                return;
+            }
+            continue;
+        }
+
+        for j in &mut batch {
+            j.ts_ms.get_or_insert_with(now_ms);
+        }
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        match append(&store, &batch, durability) {
+            Ok(first_seq) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                failed_at = None;
+                if durable {
+                    unsynced_since = None;
+                } else {
+                    unsynced_since.get_or_insert_with(Instant::now);
+                }
+                for (seq, job) in (first_seq..).zip(batch) {
+                    if let Some(reply) = job.reply {
+                        let _ = reply.try_send(Ok(seq));
+                    }
+                }
+            }
+            Err(e) => {
+                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                failed_at = Some(Instant::now());
+                let msg = e.to_string();
+                for job in batch {
+                    match job.reply {
+                        Some(reply) => {
+                            let _ = reply.try_send(Err(AuditError::Commit(msg.clone())));
+                        }
+                        None => carry.push(job),
+                    }
+                }
+            }
+        }
+        if closed {
+            // Shutting down: one last try for what a failed commit left.
+            if !carry.is_empty() {
+                let _ = append(&store, &carry, Durability::Immediate);
+            }
+            return;
+        }
+    }
+}
+
+/// Appends the batch to the chain in one transaction. Returns the first event's sequence number.
+fn append(store: &Store, batch: &[Job], durability: Durability) -> Result<u64, StoreError> {
+    let mut txn = store.db().begin_write()?;
+    txn.set_durability(durability)?;
+    let first;
+    {
+        let mut meta = txn.open_table(META)?;
+        let mut audit = txn.open_table(AUDIT)?;
+        let head = meta.get(META_AUDIT_HEAD)?.map(|v| v.value().to_vec());
+        let (mut seq, mut prev) = decode_head(head.as_deref())?;
+        first = seq
+            .checked_add(1)
+            .ok_or(StoreError::Corrupt("audit head (seq overflow)"))?;
+        for job in batch {
+            seq += 1;
+            let text = line(seq, job.ts_ms.unwrap_or(0), &job.ev, &prev);
+            let hash = sha256(text.as_bytes());
+            audit.insert(seq, encode_row(&hash, &text).as_slice())?;
+            prev = hash;
+        }
+        meta.insert(META_AUDIT_HEAD, encode_head(seq, &prev).as_slice())?;
+    }
+    txn.commit()?;
+    Ok(first)
+}
+
+/// An `Immediate` commit that makes earlier `Durability::None` commits durable (rewrites the head).
+fn sync(store: &Store) -> Result<(), StoreError> {
+    let mut txn = store.db().begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let head = meta.get(META_AUDIT_HEAD)?.map(|v| v.value().to_vec());
+        if let Some(head) = head {
+            meta.insert(META_AUDIT_HEAD, head.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

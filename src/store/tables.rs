@@ -1,0 +1,31 @@
+//! Every redb table of the store, in one place.
+//!
+//! Values are hand-encoded byte strings that start with a version byte (see `codec.rs`), so a
+//! format change is a new version byte, not a silent misread. Keys are plain `&str` / `u64`.
+
+use redb::TableDefinition;
+
+/// Small gateway-wide values, keyed by the `META_*` names below.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Token records keyed by token id (`tok_` + 12 hex). The value holds identity, target, scope,
+/// times, use counters, origin, the revoked flag and the SCRAM verifier (never the secret).
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+
+/// Index of `TOKENS` by `identity \0 target \0 id` -> `created_at` (unix secs), so authentication
+/// reads only the tokens of one identity and target. Maintained in the same transaction as `TOKENS`.
+pub const TOKEN_INDEX: TableDefinition<&str, u64> = TableDefinition::new("token_index");
+
+/// The hash-chained audit log: sequence number (from 1, no gaps) -> version byte, SHA-256 of the
+/// line (32 bytes), the JSON line. Written only by the audit writer thread.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// `META` key: the 32 random bytes of the gateway key (derives per-identity/target SCRAM salts).
+pub const META_GATEWAY_KEY: &str = "gateway_key";
+
+/// `META` key: the head of the audit chain (last sequence number and the hash of its line), written
+/// in the same transaction as the events, so a truncated log is detected by `audit::verify`.
+pub const META_AUDIT_HEAD: &str = "audit_head";
+
+/// `META` key: the store schema version (one byte), checked on open.
+pub const META_SCHEMA: &str = "schema";
