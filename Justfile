@@ -1,0 +1,34 @@
+# portcullis tasks. `just --list` shows them.
+
+# release build
+build:
+    cargo build --release
+
+# static glibc binary (static-pie) in target/x86_64-unknown-linux-gnu/release/
+static:
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu
+
+# all tests: unit + integration against real PostgreSQL / sshd (run as root)
+test:
+    cargo test --all-targets
+
+# formatting and clippy, warnings are errors
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
+
+# what CI runs: packages, lint, tests (run as root)
+ci:
+    bash .ci/run
+
+# pgbench select-only: direct vs pgbouncer vs portcullis (DURATION=10 by default)
+bench-pg:
+    bash bench/pg.sh
+
+# run one fuzz target for 60 s (needs nightly and cargo-fuzz)
+fuzz TARGET:
+    cargo +nightly fuzz run {{TARGET}} fuzz/seeds/{{TARGET}} -- -max_total_time=60
+
+# run the gateway with the example policy
+run:
+    cargo run --release -- serve --config policy.example.toml

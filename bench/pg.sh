@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# pgbench select-only through three paths, side by side: direct to PostgreSQL, through pgbouncer
+# (session pooling), and through portcullis. Run as root (pgbouncer is started as `postgres`).
+#
+#   DURATION=10           seconds per pgbench run (default 10)
+#   PGHOST_DIRECT=127.0.0.1 PGPORT_DIRECT=5432   the PostgreSQL under test (trust auth expected)
+#   BENCH_PG_PASSWORD=... password of user postgres, if the server is not on trust
+#   SKIP_BUILD=1          use the existing target/release/portcullis
+#   FORCE_INIT=1          re-run `pgbench -i -s 10` even if the data is there
+#
+# Prints a table and writes it to bench/results/pg-<date>.txt.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-10}
+DB_HOST=${PGHOST_DIRECT:-127.0.0.1}
+DB_PORT=${PGPORT_DIRECT:-5432}
+SCALE=10
+CLIENTS=(1 8 32)
+MODES=(simple prepared)
+PORTCULLIS=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
+
+# Keep pgbench's environment to exactly what we pass.
+unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSSLMODE PGSERVICE PGOPTIONS || true
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
+chmod 755 "$TMP"
+PGBOUNCER_PIDFILE=$TMP/pgbouncer/pgbouncer.pid
+GATEWAY_PID=
+cleanup() {
+    set +e
+    if [[ -n $GATEWAY_PID ]]; then
+        kill "$GATEWAY_PID" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$GATEWAY_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$GATEWAY_PID" 2>/dev/null
+    fi
+    if [[ -s $PGBOUNCER_PIDFILE ]]; then
+        local pid
+        pid=$(cat "$PGBOUNCER_PIDFILE")
+        kill "$pid" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    log "no free port"; exit 1
+}
+
+direct_env=()
+if [[ -n ${BENCH_PG_PASSWORD:-} ]]; then direct_env=(PGPASSWORD="$BENCH_PG_PASSWORD"); fi
+psql_direct() { env "${direct_env[@]}" psql -X -q -At -h "$DB_HOST" -p "$DB_PORT" -U postgres "$@"; }
+
+# ---- the database ---------------------------------------------------------------------------
+if ! psql_direct -d postgres -c 'select 1' >/dev/null; then
+    log "cannot reach PostgreSQL at $DB_HOST:$DB_PORT as postgres (trust auth, or set BENCH_PG_PASSWORD)"
+    exit 1
+fi
+if [[ $(psql_direct -d postgres -c "select count(*) from pg_database where datname = 'bench'") != 1 ]]; then
+    log "creating database bench"
+    psql_direct -d postgres -c 'create database bench' >/dev/null
+fi
+branches=$(psql_direct -d bench -c 'select count(*) from pgbench_branches' 2>/dev/null || echo 0)
+if [[ ${FORCE_INIT:-} == 1 || $branches != "$SCALE" ]]; then
+    log "pgbench -i -s $SCALE bench"
+    env "${direct_env[@]}" pgbench -i -q -s "$SCALE" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench >&2
+fi
+
+# ---- pgbouncer (session mode) ---------------------------------------------------------------
+PGBOUNCER_PORT=
+PGBOUNCER_PASSWORD=bench-$RANDOM$RANDOM
+if PGBOUNCER_EXE=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null); then
+    PGBOUNCER_PORT=$(free_port)
+    mkdir -p "$TMP/pgbouncer"
+    server_password=
+    if [[ -n ${BENCH_PG_PASSWORD:-} ]]; then server_password=" password=$BENCH_PG_PASSWORD"; fi
+    cat >"$TMP/pgbouncer/pgbouncer.ini" <<INI
+[databases]
+bench = host=$DB_HOST port=$DB_PORT dbname=bench user=postgres$server_password
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $TMP/pgbouncer/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 40
+ignore_startup_parameters = extra_float_digits
+logfile = $TMP/pgbouncer/pgbouncer.log
+pidfile = $PGBOUNCER_PIDFILE
+INI
+    printf '"postgres" "%s"\n' "$PGBOUNCER_PASSWORD" >"$TMP/pgbouncer/userlist.txt"
+    chmod 600 "$TMP/pgbouncer/userlist.txt" "$TMP/pgbouncer/pgbouncer.ini"
+    if [[ $(id -u) == 0 ]]; then
+        chown -R postgres:postgres "$TMP/pgbouncer"
+        runuser -u postgres -- "$PGBOUNCER_EXE" -d "$TMP/pgbouncer/pgbouncer.ini" >&2 || true
+    else
+        "$PGBOUNCER_EXE" -d "$TMP/pgbouncer/pgbouncer.ini" >&2 || true
+    fi
+    for _ in $(seq 1 50); do
+        PGPASSWORD=$PGBOUNCER_PASSWORD psql -X -q -At -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres \
+            -d bench -c 'select 1' >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    if ! PGPASSWORD=$PGBOUNCER_PASSWORD psql -X -q -At -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres \
+        -d bench -c 'select 1' >/dev/null; then
+        log "pgbouncer did not come up; log:"; cat "$TMP/pgbouncer/pgbouncer.log" >&2 || true
+        PGBOUNCER_PORT=
+    fi
+else
+    log "pgbouncer not installed: its column will be n/a"
+fi
+
+# ---- portcullis -----------------------------------------------------------------------------
+GATEWAY_PORT=
+TOKEN=
+start_portcullis() {
+    if [[ ${SKIP_BUILD:-} != 1 ]]; then
+        log "cargo build --release"
+        if ! cargo build --release >&2; then
+            log "portcullis did not build: its column will be n/a"
+            return
+        fi
+    fi
+    if [[ ! -x $PORTCULLIS ]]; then
+        log "no $PORTCULLIS: its column will be n/a"
+        return
+    fi
+    local gw=$TMP/portcullis port
+    mkdir -p "$gw"
+    chmod 700 "$gw"
+    port=$(free_port)
+    local password_line=
+    if [[ -n ${BENCH_PG_PASSWORD:-} ]]; then
+        (umask 077; printf '%s' "$BENCH_PG_PASSWORD" >"$gw/upstream.pass")
+        password_line='password_file = "upstream.pass"'
+    fi
+    cat >"$gw/portcullis.toml" <<TOML
+# generated by bench/pg.sh
+[gateway]
+data_dir = "data"
+public_url = "http://127.0.0.1:8443"
+max_connections = 1024
+
+[[identity]]
+name = "bench"
+roles = ["ci"]
+
+[[target]]
+name = "bench"
+kind = "postgres"
+listen = "127.0.0.1:$port"
+upstream = "$DB_HOST:$DB_PORT"
+database = "bench"
+user = "postgres"
+$password_line
+upstream_tls = "disable"
+default = "block"
+
+[[rule]]
+name = "no-mass-change"
+who = ["*"]
+sql = ["update", "delete"]
+flags = ["no_where"]
+action = "block"
+message = "UPDATE/DELETE without WHERE is not allowed through the gateway"
+
+[[rule]]
+name = "no-schema-changes-from-ci"
+who = ["role:ci"]
+sql = ["ddl", "dcl", "copy_program", "unknown"]
+action = "block"
+message = "CI jobs may not change the schema"
+
+[[rule]]
+name = "bench-reads"
+targets = ["bench"]
+who = ["role:ci"]
+sql = ["select", "transaction", "set", "show"]
+action = "allow"
+TOML
+    chmod 600 "$gw/portcullis.toml"
+    "$PORTCULLIS" serve --config "$gw/portcullis.toml" >"$gw/serve.log" 2>&1 &
+    GATEWAY_PID=$!
+    local ready=
+    for _ in $(seq 1 150); do
+        if grep -q '^portcullis: ready' "$gw/serve.log"; then ready=1; break; fi
+        kill -0 "$GATEWAY_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z $ready ]]; then
+        log "portcullis serve did not become ready: its column will be n/a; log:"
+        sed 's/^/  | /' "$gw/serve.log" >&2
+        return
+    fi
+    local token
+    if ! token=$("$PORTCULLIS" token issue --config "$gw/portcullis.toml" --identity bench \
+        --target bench --ttl 1h --origin bench/pg.sh); then
+        log "portcullis token issue failed: its column will be n/a"
+        return
+    fi
+    TOKEN=$token
+    GATEWAY_PORT=$port
+}
+start_portcullis
+
+# ---- runs -----------------------------------------------------------------------------------
+# run_pgbench PATH MODE CLIENTS -> "tps latency_ms" or "n/a n/a"
+run_pgbench() {
+    local path=$1 mode=$2 clients=$3 jobs out
+    jobs=$((clients < 2 ? clients : 2))
+    local args=(-n -S -M "$mode" -c "$clients" -j "$jobs" -T "$DURATION")
+    case $path in
+    direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || out= ;;
+    pgbouncer)
+        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a"; return; }
+        out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || out= ;;
+    portcullis)
+        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a"; return; }
+        out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || out= ;;
+    esac
+    local tps lat
+    tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
+    lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
+    if [[ -z $tps ]]; then
+        log "pgbench via $path ($mode, $clients clients) failed:"
+        [[ -n $out ]] && sed 's/^/  | /' <<<"$out" | tail -5 >&2
+    fi
+    echo "${tps:-n/a} ${lat:-n/a}"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
+added_us() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.0f", (a - b) * 1000 }'; }
+
+declare -A LAT
+rows=()
+for mode in "${MODES[@]}"; do
+    for c in "${CLIENTS[@]}"; do
+        log "running $mode, $c clients, ${DURATION}s each"
+        read -r d_tps d_lat < <(run_pgbench direct "$mode" "$c")
+        read -r b_tps b_lat < <(run_pgbench pgbouncer "$mode" "$c")
+        read -r p_tps p_lat < <(run_pgbench portcullis "$mode" "$c")
+        rows+=("$(printf '%-9s %7s %12s %14s %15s %18s %21s' "$mode" "$c" "$(fmt_tps "$d_tps")" \
+            "$(fmt_tps "$b_tps")" "$(fmt_tps "$p_tps")" "$(ratio "$p_tps" "$d_tps")" "$(ratio "$p_tps" "$b_tps")")")
+        if [[ $c == 1 ]]; then LAT[$mode]="$d_lat $b_lat $p_lat"; fi
+    done
+done
+
+OUT_DIR=$ROOT/bench/results
+mkdir -p "$OUT_DIR"
+OUT=$OUT_DIR/pg-$(date +%Y%m%d-%H%M%S).txt
+{
+    echo "portcullis bench/pg.sh — pgbench -S (select-only), scale $SCALE, ${DURATION}s per run"
+    echo "date: $(date -Is)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')  cpus: $(nproc)"
+    echo "server: $(psql_direct -d postgres -c 'show server_version')  pgbouncer: $( [[ -n $PGBOUNCER_PORT ]] && "$PGBOUNCER_EXE" --version 2>/dev/null | head -1 || echo n/a)  portcullis: $( [[ -n $GATEWAY_PORT ]] && echo "$PORTCULLIS" || echo n/a)"
+    echo
+    printf '%-9s %7s %12s %14s %15s %18s %21s\n' mode clients "direct TPS" "pgbouncer TPS" "portcullis TPS" "portcullis/direct" "portcullis/pgbouncer"
+    printf '%s\n' "${rows[@]}"
+    echo
+    echo "latency at 1 client (pgbench \"latency average\"):"
+    printf '%-9s %12s %14s %15s %22s %22s\n' mode "direct ms" "pgbouncer ms" "portcullis ms" "portcullis-direct µs" "pgbouncer-direct µs"
+    for mode in "${MODES[@]}"; do
+        read -r d b p <<<"${LAT[$mode]}"
+        printf '%-9s %12s %14s %15s %22s %22s\n' "$mode" "$d" "$b" "$p" "$(added_us "$p" "$d")" "$(added_us "$b" "$d")"
+    done
+} | tee "$OUT"
+log "written to ${OUT#"$ROOT"/}"
