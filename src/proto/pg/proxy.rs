@@ -1,11 +1,10 @@
 //! One client session: handshake, upstream connection, then the relay loop that inspects every
 //! statement on its way up and tracks every answer on its way down.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use smol::future::FutureExt;
@@ -228,9 +227,9 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         target,
         token_id: token.id.clone(),
         read_only,
-        pipeline: RefCell::new(Pipeline::new(MAX_IN_FLIGHT)),
-        tables: RefCell::new(Tables::default()),
-        stats: Cell::new(Stats::default()),
+        pipeline: Mutex::new(Pipeline::new(MAX_IN_FLIGHT)),
+        tables: Mutex::new(Tables::default()),
+        stats: Mutex::new(Stats::default()),
         max_body: gwcfg.max_message_size,
     };
 
@@ -256,7 +255,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         };
         relay.or(killed).await
     };
-    let stats = session.stats.get();
+    let stats = *lock(&session.stats);
     let (reason, client_wr) = match ending {
         End::Killed(reason) => (reason, None),
         End::Finished(reason, w) => (reason, w),
@@ -321,9 +320,9 @@ struct Session {
     target: Target,
     token_id: String,
     read_only: bool,
-    pipeline: RefCell<Pipeline>,
-    tables: RefCell<Tables>,
-    stats: Cell<Stats>,
+    pipeline: Mutex<Pipeline>,
+    tables: Mutex<Tables>,
+    stats: Mutex<Stats>,
     max_body: usize,
 }
 
@@ -388,9 +387,7 @@ fn flag_names(flags: Flags) -> Vec<String> {
 
 impl Session {
     fn bump(&self, f: impl FnOnce(&mut Stats)) {
-        let mut s = self.stats.get();
-        f(&mut s);
-        self.stats.set(s);
+        f(&mut lock(&self.stats));
     }
 
     fn base_event(&self, kind: &'static str) -> Event {
@@ -413,8 +410,8 @@ impl Session {
         idle: Option<std::time::Duration>,
     ) -> End {
         let this = self;
-        // Both directions run in this one task; they share the pipeline through a RefCell that is
-        // never borrowed across an await.
+        // Both directions run in this one task; they share the pipeline through a mutex that is
+        // never held across an await.
         let upward = async {
             let mut buf = client_buf;
             let mut out = Vec::with_capacity(16 * 1024);
@@ -489,7 +486,7 @@ impl Session {
                     match codec::split_frame(&buf[pos..], this.max_body) {
                         Ok(Some(frame)) => {
                             let len = frame.len;
-                            let r = this.pipeline.borrow_mut().on_backend(
+                            let r = lock(&this.pipeline).on_backend(
                                 &buf[pos..pos + len],
                                 now,
                                 &mut out,
@@ -570,7 +567,7 @@ impl Session {
     /// Classify `text` as the server will see it. When the lexer can't be trusted (the session
     /// changed standard_conforming_strings or client_encoding), every statement is Unknown.
     fn classify(&self, text: &str) -> Vec<Statement> {
-        if !self.pipeline.borrow().lexer_trusted() {
+        if !lock(&self.pipeline).lexer_trusted() {
             return vec![Statement::unknown(0..text.len())];
         }
         sql::classify(text)
@@ -580,8 +577,11 @@ impl Session {
     /// what was prepared; an unknown name is Unknown.
     fn resolve(&self, stmt: &Statement) -> (KindSet, Vec<String>) {
         match &stmt.prepared {
-            Some(PreparedRef::Execute(name)) => match self.sql_prepared.get(name) {
-                Some((kinds, tables)) => (stmt.kinds.union(*kinds), tables.clone()),
+            Some(PreparedRef::Execute(name)) => match lock(&self.tables).sql_prepared.get(name) {
+                Some((kinds, tables)) => (
+                    stmt.kinds.union(*kinds),
+                    tables.iter().chain(&stmt.tables).cloned().collect(),
+                ),
                 None => (
                     stmt.kinds.union(KindSet::one(StmtKind::Unknown)),
                     stmt.tables.clone(),
@@ -600,7 +600,7 @@ impl Session {
     }
 
     fn tables_mut<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
-        f(&mut self.tables.borrow_mut())
+        f(&mut lock(&self.tables))
     }
 
     /// The ErrorResponse a refused statement gets.
@@ -672,7 +672,7 @@ impl Session {
             }
             Frontend::Sync => {
                 let check = self.tables_mut(|t| std::mem::take(&mut t.batch_lexer_check));
-                match self.pipeline.borrow_mut().push_sync(check) {
+                match lock(&self.pipeline).push_sync(check) {
                     Ok(()) => Verdict::Forward,
                     Err(e) => Verdict::Fatal(e.to_string()),
                 }
@@ -789,7 +789,7 @@ impl Session {
         } else {
             codec::encode_query(&mut bytes, &marker);
         }
-        let mut p = self.pipeline.borrow_mut();
+        let mut p = lock(&self.pipeline);
         if let Err(e) = p.push_blocked(marker, error) {
             return Verdict::Fatal(e.to_string());
         }
@@ -858,7 +858,7 @@ impl Session {
             }
         }
         let now = Instant::now();
-        let mut p = self.pipeline.borrow_mut();
+        let mut p = lock(&self.pipeline);
         for info in infos {
             self.bump(|s| s.statements += 1);
             if let Err(e) = p.push_stmt(info, now) {
@@ -882,8 +882,8 @@ impl Session {
             self.audit_refusal(&text, &judged, "extended").await;
             return self.refuse(action, rule.as_deref(), &message, true, false);
         }
-        if self.tables.borrow().prepared.len() >= MAX_PREPARED
-            && !self.tables.borrow().prepared.contains_key(&name)
+        if lock(&self.tables).prepared.len() >= MAX_PREPARED
+            && !lock(&self.tables).prepared.contains_key(&name)
         {
             return self.refuse(
                 Action::Block,
@@ -920,7 +920,7 @@ impl Session {
     }
 
     async fn on_execute(&self, portal: String) -> Verdict {
-        let info = self.tables.borrow().portals.get(&portal).cloned();
+        let info = lock(&self.tables).portals.get(&portal).cloned();
         let Some(info) = info else {
             // Every portal the gateway allowed was seen at Bind; an unknown one (a cursor made by
             // DECLARE, or a Bind of an unknown statement) is refused rather than run unseen.
@@ -942,7 +942,7 @@ impl Session {
             );
         }
         self.bump(|s| s.statements += 1);
-        match self.pipeline.borrow_mut().push_stmt(info, Instant::now()) {
+        match lock(&self.pipeline).push_stmt(info, Instant::now()) {
             Ok(()) => Verdict::Forward,
             Err(e) => Verdict::Fatal(e.to_string()),
         }
@@ -985,7 +985,7 @@ impl Session {
             );
         }
         self.bump(|s| s.statements += 1);
-        let mut p = self.pipeline.borrow_mut();
+        let mut p = lock(&self.pipeline);
         if let Err(e) = p
             .push_stmt(info, Instant::now())
             .and_then(|_| p.push_sync(true))

@@ -154,7 +154,11 @@ fn xor(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> [u8; KEY_LEN] {
 
 /// Compares without an early exit, so the time taken doesn't say where the first difference is.
 /// (ring's `constant_time::verify_slices_are_equal` is deprecated.)
-fn ct_eq(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> bool {
+/// Slices of different lengths are unequal (the length itself is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }

@@ -448,9 +448,8 @@ async fn handle_cancel(gw: &Gateway, pid: i32, secret: &[u8]) {
     let found = {
         let sessions = lock(&gw.sessions);
         sessions.get(&pid).and_then(|s| {
-            ring::constant_time::verify_slices_are_equal(&s.cancel_secret, secret)
-                .ok()
-                .map(|_| (s.target.clone(), s.upstream_pid, s.upstream_secret.clone()))
+            scram::ct_eq(&s.cancel_secret, secret)
+                .then(|| (s.target.clone(), s.upstream_pid, s.upstream_secret.clone()))
         })
     };
     let Some((target_name, upid, usecret)) = found else {
