@@ -15,13 +15,12 @@
 //! nothing about which tokens exist.
 
 use std::fmt;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::{digest, hmac, pbkdf2};
+use ring::hmac;
 
 use crate::store::codec::{Dec, Enc};
 use crate::store::tables::{TOKENS, TOKEN_INDEX};
@@ -47,19 +46,8 @@ pub const MAX_ORIGIN_LEN: usize = 512;
 const RECORD_VERSION: u8 = 1;
 
 /// A SCRAM-SHA-256 verifier: what the server keeps instead of the password (RFC 5802 §3).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Verifier {
-    /// `H(ClientKey)`: checks the client's proof.
-    pub stored_key: [u8; 32],
-    /// `HMAC(SaltedPassword, "Server Key")`: signs the server's final message.
-    pub server_key: [u8; 32],
-}
-
-impl fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Verifier(..)")
-    }
-}
+pub use crate::proto::pg::scram::ScramVerifier as Verifier;
+use crate::proto::pg::scram::{ct_eq, derive_verifier};
 
 /// A freshly minted token: the only time the secret exists outside the client.
 #[derive(Clone, PartialEq, Eq)]
@@ -440,7 +428,7 @@ impl Tokens {
         let mut found = None;
         for (id, v) in candidates {
             // Check every candidate, so the time taken doesn't say which one matched.
-            if constant_time_eq(&v.stored_key, &presented.stored_key) && found.is_none() {
+            if ct_eq(&v.stored_key, &presented.stored_key) && found.is_none() {
                 found = Some(id);
             }
         }
@@ -516,42 +504,6 @@ impl Tokens {
     }
 }
 
-/// SCRAM-SHA-256 verifier of `password` (RFC 5802 §3):
-/// `SaltedPassword = Hi(password, salt, i)` (PBKDF2-HMAC-SHA256), `ClientKey = HMAC(SaltedPassword,
-/// "Client Key")`, `StoredKey = H(ClientKey)`, `ServerKey = HMAC(SaltedPassword, "Server Key")`.
-fn derive_verifier(password: &[u8], salt: &[u8], iterations: u32) -> Verifier {
-    let salted = salted_password(password, salt, iterations);
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
-    let client_key = hmac::sign(&key, b"Client Key");
-    let mut stored_key = [0u8; 32];
-    stored_key.copy_from_slice(digest::digest(&digest::SHA256, client_key.as_ref()).as_ref());
-    let mut server_key = [0u8; 32];
-    server_key.copy_from_slice(hmac::sign(&key, b"Server Key").as_ref());
-    Verifier {
-        stored_key,
-        server_key,
-    }
-}
-
-fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let iterations = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        salt,
-        password,
-        &mut out,
-    );
-    out
-}
-
-/// Equal-length comparison whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Unpadded base64url (RFC 4648 §5).
@@ -593,75 +545,6 @@ mod tests {
     use super::*;
     use crate::store::test_dir;
     use redb::ReadableTableMetadata;
-
-    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    fn std_b64(bytes: &[u8]) -> String {
-        let mut s = base64_with(bytes, STD);
-        while s.len() % 4 != 0 {
-            s.push('=');
-        }
-        s
-    }
-
-    fn std_b64_decode(s: &str) -> Vec<u8> {
-        let mut bits = 0u32;
-        let mut n = 0;
-        let mut out = Vec::new();
-        for c in s.bytes().filter(|&c| c != b'=') {
-            let v = STD.iter().position(|&a| a == c).unwrap() as u32;
-            bits = (bits << 6) | v;
-            n += 6;
-            if n >= 8 {
-                n -= 8;
-                out.push((bits >> n) as u8);
-            }
-        }
-        out
-    }
-
-    fn hmac256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-        let mut o = [0u8; 32];
-        o.copy_from_slice(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), msg).as_ref());
-        o
-    }
-
-    /// RFC 7677 §3: the server checks the client's proof with StoredKey alone and signs with
-    /// ServerKey; both must reproduce the RFC's `p=` and `v=`.
-    #[test]
-    fn verifier_reproduces_rfc7677_exchange() {
-        let salt = std_b64_decode("W22ZaJ0SNY7soEsUEjb6gQ==");
-        let v = derive_verifier(b"pencil", &salt, 4096);
-        let auth_message = "n=user,r=rOprNGfwEbeRWgbNEkqO,\
-            r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,\
-            c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-        let server_signature = hmac256(&v.server_key, auth_message.as_bytes());
-        assert_eq!(
-            std_b64(&server_signature),
-            "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
-        );
-        // ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage); H(ClientKey) must be StoredKey.
-        let proof = std_b64_decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
-        let client_signature = hmac256(&v.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof
-            .iter()
-            .zip(client_signature)
-            .map(|(p, s)| p ^ s)
-            .collect();
-        assert_eq!(
-            digest::digest(&digest::SHA256, &client_key).as_ref(),
-            v.stored_key.as_slice()
-        );
-        // And the other direction: the client's proof from the derived ClientKey.
-        let salted = salted_password(b"pencil", &salt, 4096);
-        let ck = hmac256(&salted, b"Client Key");
-        let p: Vec<u8> = ck
-            .iter()
-            .zip(client_signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        assert_eq!(std_b64(&p), "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
-    }
 
     #[test]
     fn base64url_matches_rfc4648_vectors() {
