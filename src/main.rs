@@ -307,15 +307,24 @@ fn token_revoke(path: &Path, id: String) -> Result<(), String> {
 }
 
 fn audit_export(path: &Path, since: u64) -> Result<(), String> {
-    match fail_on_error(execute(path, Request::AuditExport { since })?)? {
-        Response::Lines(lines) => {
-            let mut out = std::io::stdout().lock();
-            for l in lines {
-                writeln!(out, "{l}").map_err(|e| e.to_string())?;
-            }
-            Ok(())
+    // The gateway answers in bounded pages; ask again from the last sequence number until empty.
+    let mut since = since;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let lines = match fail_on_error(execute(path, Request::AuditExport { since })?)? {
+            Response::Lines(lines) => lines,
+            _ => return Err("unexpected answer from the gateway".into()),
+        };
+        let Some(last) = lines.last().and_then(|l| audit::line_seq(l)) else {
+            return Ok(());
+        };
+        for l in &lines {
+            writeln!(out, "{l}").map_err(|e| e.to_string())?;
         }
-        _ => Err("unexpected answer from the gateway".into()),
+        if last <= since {
+            return Ok(());
+        }
+        since = last;
     }
 }
 

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{Durability, ReadableDatabase, ReadableTable};
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::store::codec::{Dec, Enc};
 use crate::store::tables::{TOKENS, TOKEN_INDEX};

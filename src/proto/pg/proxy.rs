@@ -27,8 +27,6 @@ use crate::server::{lock, Gateway, SessionEntry};
 const MAX_IN_FLIGHT: usize = 100_000;
 /// Prepared statements and portals a session may hold at once.
 const MAX_PREPARED: usize = 10_000;
-/// Statement text kept in one audit event; longer text is cut and flagged.
-const MAX_AUDIT_TEXT: usize = 256 * 1024;
 
 fn log(msg: &str) {
     eprintln!("portcullis: {msg}");
@@ -326,6 +324,13 @@ struct Session {
     max_body: usize,
 }
 
+/// What an SQL-level `PREPARE name AS ...` will do when executed.
+struct SqlPrepared {
+    kinds: KindSet,
+    tables: Vec<String>,
+    flags: Flags,
+}
+
 /// Per-session statement tables; mutated only between awaits.
 #[derive(Default)]
 struct Tables {
@@ -334,7 +339,7 @@ struct Tables {
     /// Portal name -> the statement it was bound from.
     portals: HashMap<String, Arc<Classified>>,
     /// SQL-level PREPARE name -> kinds and tables of the inner statement.
-    sql_prepared: HashMap<String, (KindSet, Vec<String>)>,
+    sql_prepared: HashMap<String, SqlPrepared>,
     markers: u64,
     /// A statement in the current extended-protocol batch may change how SQL must be lexed.
     batch_lexer_check: bool,
@@ -364,17 +369,6 @@ fn lexer_safe(kinds: KindSet, flags: Flags) -> bool {
                     | StmtKind::Truncate
             )
         })
-}
-
-fn cut(text: &str) -> (String, bool) {
-    if text.len() <= MAX_AUDIT_TEXT {
-        return (text.to_string(), false);
-    }
-    let mut end = MAX_AUDIT_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    (text[..end].to_string(), true)
 }
 
 fn kind_names(kinds: KindSet) -> Vec<String> {
@@ -536,11 +530,11 @@ impl Session {
     }
 
     async fn audit_completion(&self, c: Completion) {
-        let (text, truncated) = cut(&c.info.text);
+        // The audit format caps long strings itself (and marks them).
         let mut ev = self
             .base_event("statement")
             .str("protocol", c.info.protocol)
-            .str("text", text)
+            .str("text", c.info.text.clone())
             .list("kinds", kind_names(c.info.kinds))
             .list("tables", c.info.tables.clone())
             .list("flags", flag_names(c.info.flags))
@@ -551,9 +545,6 @@ impl Session {
                 "duration_us",
                 u64::try_from(c.elapsed.as_micros()).unwrap_or(u64::MAX),
             );
-        if truncated {
-            ev = ev.bool("text_truncated", true);
-        }
         if let Some(rows) = c.rows {
             ev = ev.uint("rows", rows);
         }
@@ -573,21 +564,18 @@ impl Session {
         sql::classify(text)
     }
 
-    /// The kinds and tables a statement really has: EXECUTE of an SQL-level prepared statement is
-    /// what was prepared; an unknown name is Unknown.
-    fn resolve(&self, stmt: &Statement) -> (KindSet, Vec<String>) {
-        match &stmt.prepared {
-            Some(PreparedRef::Execute(name)) => match lock(&self.tables).sql_prepared.get(name) {
-                Some((kinds, tables)) => (
-                    stmt.kinds.union(*kinds),
-                    tables.iter().chain(&stmt.tables).cloned().collect(),
-                ),
-                None => (
-                    stmt.kinds.union(KindSet::one(StmtKind::Unknown)),
-                    stmt.tables.clone(),
-                ),
-            },
-            _ => (stmt.kinds, stmt.tables.clone()),
+    /// What a statement really does: EXECUTE of an SQL-level prepared statement also does what was
+    /// prepared (its kinds, tables and flags are merged in); an unknown name is Unknown.
+    fn resolve(&self, stmt: &mut Statement) {
+        if let Some(PreparedRef::Execute(name)) = &stmt.prepared {
+            match lock(&self.tables).sql_prepared.get(name) {
+                Some(p) => {
+                    stmt.kinds = stmt.kinds.union(p.kinds);
+                    stmt.flags = stmt.flags.union(p.flags);
+                    stmt.tables.extend(p.tables.iter().cloned());
+                }
+                None => stmt.kinds.insert(StmtKind::Unknown),
+            }
         }
     }
 
@@ -633,14 +621,14 @@ impl Session {
                 self.tables_mut(|t| {
                     let info = t.prepared.get(statement).cloned().or_else(|| {
                         // A statement made with SQL-level PREPARE can be bound too.
-                        t.sql_prepared.get(statement).map(|(kinds, tables)| {
+                        t.sql_prepared.get(statement).map(|p| {
                             Arc::new(Classified {
                                 text: format!(
                                     "EXECUTE {statement} -- bound through the extended protocol"
                                 ),
-                                kinds: *kinds,
-                                tables: tables.clone(),
-                                flags: Flags::empty(),
+                                kinds: p.kinds,
+                                tables: p.tables.clone(),
+                                flags: p.flags,
                                 rule: None,
                                 protocol: "extended",
                             })
@@ -694,9 +682,8 @@ impl Session {
 
 /// One statement with what the policy said about it.
 struct Judged {
+    /// Resolved: an EXECUTE carries what its PREPARE does.
     stmt: Statement,
-    kinds: KindSet,
-    tables: Vec<String>,
     decision: policy::Decision,
 }
 
@@ -714,10 +701,11 @@ impl Session {
             .ok_or("target removed from the policy")?;
         Ok(stmts
             .into_iter()
-            .map(|stmt| {
-                let (kinds, tables) = self.resolve(&stmt);
+            .map(|mut stmt| {
+                self.resolve(&mut stmt);
                 let piece = text.get(stmt.span.clone()).unwrap_or(text);
-                let mut decision = policy::decide(policy, identity, target, &stmt, kinds, piece);
+                let mut decision =
+                    policy::decide(policy, identity, target, &stmt, stmt.kinds, piece);
                 // The upstream session was opened read-only at connect time; keep refusing what
                 // would lift it even if a reload changed the policy since.
                 if self.read_only && stmt.flags.contains(Flags::LIFTS_READ_ONLY) && decision.action == Action::Allow {
@@ -727,7 +715,7 @@ impl Session {
                         message: Some("this session is read-only; statements that would make it writable are refused".into()),
                     };
                 }
-                Judged { stmt, kinds, tables, decision }
+                Judged { stmt, decision }
             })
             .collect())
     }
@@ -740,20 +728,16 @@ impl Session {
     async fn audit_refusal(&self, text: &str, judged: &[Judged], protocol: &'static str) {
         for j in judged.iter().filter(|j| j.decision.action != Action::Allow) {
             let piece = text.get(j.stmt.span.clone()).unwrap_or(text);
-            let (piece, truncated) = cut(piece);
-            let mut ev = self
+            let ev = self
                 .base_event("statement_refused")
                 .str("protocol", protocol)
                 .str("text", piece)
-                .list("kinds", kind_names(j.kinds))
-                .list("tables", j.tables.clone())
+                .list("kinds", kind_names(j.stmt.kinds))
+                .list("tables", j.stmt.tables.clone())
                 .list("flags", flag_names(j.stmt.flags))
                 .str("decision", j.decision.action.as_str())
                 .opt_str("rule", j.decision.rule.clone())
                 .opt_str("message", j.decision.message.clone());
-            if truncated {
-                ev = ev.bool("text_truncated", true);
-            }
             let _ = self.gw.audit.record(ev).await;
             self.bump(|s| s.blocked += 1);
         }
@@ -761,11 +745,10 @@ impl Session {
 
     /// Make the audit event of a statement that may write durable before it is forwarded.
     async fn audit_intent(&self, info: &Classified) -> bool {
-        let (text, _) = cut(&info.text);
         let ev = self
             .base_event("statement_intent")
             .str("protocol", info.protocol)
-            .str("text", text)
+            .str("text", info.text.clone())
             .list("kinds", kind_names(info.kinds))
             .list("tables", info.tables.clone())
             .opt_str("rule", info.rule.clone());
@@ -824,11 +807,15 @@ impl Session {
         let mut lexer_check = false;
         let mut infos = Vec::with_capacity(judged.len());
         for j in judged {
-            lexer_check |= !lexer_safe(j.kinds, j.stmt.flags);
+            lexer_check |= !lexer_safe(j.stmt.kinds, j.stmt.flags);
             self.tables_mut(|t| match &j.stmt.prepared {
                 Some(PreparedRef::Define(name)) if t.sql_prepared.len() < MAX_PREPARED => {
-                    t.sql_prepared
-                        .insert(name.clone(), (j.kinds, j.tables.clone()));
+                    let p = SqlPrepared {
+                        kinds: j.stmt.kinds,
+                        tables: j.stmt.tables.clone(),
+                        flags: j.stmt.flags,
+                    };
+                    t.sql_prepared.insert(name.clone(), p);
                 }
                 Some(PreparedRef::Deallocate(Some(name))) => {
                     t.sql_prepared.remove(name);
@@ -839,8 +826,8 @@ impl Session {
             let piece = text.get(j.stmt.span.clone()).unwrap_or(&text).to_string();
             infos.push(Arc::new(Classified {
                 text: piece,
-                kinds: j.kinds,
-                tables: j.tables,
+                kinds: j.stmt.kinds,
+                tables: j.stmt.tables,
                 flags: j.stmt.flags,
                 rule: j.decision.rule,
                 protocol: "simple",
@@ -899,9 +886,9 @@ impl Session {
         let mut flags = Flags::empty();
         let mut rule = None;
         for j in judged {
-            kinds = kinds.union(j.kinds);
+            kinds = kinds.union(j.stmt.kinds);
             flags = flags.union(j.stmt.flags);
-            tables.extend(j.tables);
+            tables.extend(j.stmt.tables);
             rule = rule.or(j.decision.rule);
         }
         let info = Arc::new(Classified {
