@@ -2104,7 +2104,11 @@ mod tests {
             while let Ok(Some((_, used))) = parse_startup(buf) {
                 buf = buf.get(used..).unwrap_or_default();
             }
-            let _ = path;
+            assert!(
+                buf.is_empty(),
+                "{} did not parse to the end",
+                path.display()
+            );
         }
         let frontend = seeds("pg_frontend");
         assert!(!frontend.is_empty(), "fuzz/seeds/pg_frontend is missing");
@@ -2113,6 +2117,20 @@ mod tests {
             while let Ok(Some(f)) = split_frame(buf, MAX) {
                 assert!(
                     decode_frontend(f.tag, f.body).is_ok(),
+                    "{} should decode",
+                    path.display()
+                );
+                buf = buf.get(f.len..).unwrap_or_default();
+            }
+            assert!(buf.is_empty(), "{} has a partial frame", path.display());
+        }
+        let backend = seeds("pg_backend");
+        assert!(!backend.is_empty(), "fuzz/seeds/pg_backend is missing");
+        for (path, bytes) in &backend {
+            let mut buf = bytes.as_slice();
+            while let Ok(Some(f)) = split_frame(buf, MAX) {
+                assert!(
+                    decode_backend(f.tag, f.body).is_ok(),
                     "{} should decode",
                     path.display()
                 );
