@@ -188,8 +188,8 @@ fn issue(
     now: u64,
 ) -> Result<Response, String> {
     let source = policy.source.display();
-    let Some(ident) = policy.identity(identity) else {
-        return Err(format!("unknown identity {identity:?} (not in {source})"));
+    let Some(ident) = policy.active_identity(identity) else {
+        return Err(format!("unknown or disabled identity {identity:?} (not in {source}, or a service whose owner left)"));
     };
     if bad_name(scope, MAX_SCOPE_LEN) {
         return Err("scope must be 1 to 64 characters, without control characters".into());
@@ -919,7 +919,7 @@ mod tests {
         let f = Fixture::new("ctl-policy");
         let e = error_of(f.run(issue_req("mallory", "app-db", "connect", 60)));
         assert!(
-            e.contains("unknown identity \"mallory\"") && e.contains("portcullis.toml"),
+            e.contains("unknown or disabled identity \"mallory\"") && e.contains("portcullis.toml"),
             "{e}"
         );
         let e = error_of(f.run(issue_req("alice", "nope", "connect", 60)));

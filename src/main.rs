@@ -189,6 +189,14 @@ fn load(path: &Path) -> Result<Policy, String> {
 
 fn check(path: &Path) -> Result<(), String> {
     let policy = load(path)?;
+    for s in policy.orphaned_services() {
+        eprintln!(
+            "{}: warning: service identity {:?} is disabled: its owner {:?} is not in the policy",
+            path.display(),
+            s.name,
+            s.owner.as_deref().unwrap_or("")
+        );
+    }
     eprintln!(
         "{}: ok ({} identities, {} targets, {} rules)",
         path.display(),

@@ -171,7 +171,7 @@ impl Gateway {
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         // Sessions whose identity or target is gone end now.
         let killed = self.kill_sessions("identity or target removed from the policy", |s| {
-            policy.identity(&s.identity).is_none() || policy.target(&s.target).is_none()
+            policy.active_identity(&s.identity).is_none() || policy.target(&s.target).is_none()
         });
         let _ = self.audit.record_blocking(
             Event::new("policy_reloaded")

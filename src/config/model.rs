@@ -22,6 +22,28 @@ impl Policy {
     pub fn identity(&self, name: &str) -> Option<&Identity> {
         self.identities.iter().find(|i| i.name == name)
     }
+    /// The identity, if it may act now: a service whose owner is no longer in the policy is
+    /// disabled (its tokens are refused and its sessions closed).
+    pub fn active_identity(&self, name: &str) -> Option<&Identity> {
+        let identity = self.identity(name)?;
+        match (&identity.kind, &identity.owner) {
+            (IdentityKind::Service, Some(owner)) => self
+                .identity(owner)
+                .filter(|o| o.kind == IdentityKind::Human)
+                .map(|_| identity),
+            (IdentityKind::Service, None) => None,
+            (IdentityKind::Human, _) => Some(identity),
+        }
+    }
+
+    /// Services disabled because their owner left the policy (`portcullis check` warns).
+    pub fn orphaned_services(&self) -> Vec<&Identity> {
+        self.identities
+            .iter()
+            .filter(|i| i.kind == IdentityKind::Service && self.active_identity(&i.name).is_none())
+            .collect()
+    }
+
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }

@@ -515,7 +515,14 @@ fn identities(cx: &mut Ctx<'_>, raw: &[Spanned<RawIdentity>], gateway: &Gateway)
                 None
             }
             (IdentityKind::Service, Some(o)) => {
-                if humans.contains(o.get_ref().as_str()) {
+                // An owner that is not in the file at all has left: the service stays in the
+                // policy but is disabled (Policy::active_identity), so removing a person is a
+                // valid reload that takes effect at once. An owner that is another kind of
+                // identity is a mistake.
+                let defined = raw
+                    .iter()
+                    .any(|i| i.get_ref().name.as_ref().map(|n| n.get_ref()) == Some(o.get_ref()));
+                if humans.contains(o.get_ref().as_str()) || !defined {
                     Some(o.get_ref().clone())
                 } else {
                     cx.err(

@@ -209,7 +209,28 @@ impl Pipeline {
             }
             _ => {}
         }
-        match codec::decode_backend(tag, body).map_err(PipelineError::Codec)? {
+        let decoded = match codec::decode_backend(tag, body) {
+            Ok(d) => d,
+            // Server text is in the client's encoding, which need not be UTF-8 (LATIN1 error
+            // messages, say). Such a message is still relayed; only its meaning for the queue is
+            // taken from the tag.
+            Err(CodecError::InvalidUtf8) if tag != b'Z' => {
+                match tag {
+                    b'C' => self.complete_front(now, None, None, done),
+                    b'E' => {
+                        let unreadable =
+                            Some(("".to_string(), "(error text not UTF-8)".to_string()));
+                        self.complete_front(now, None, unreadable, done);
+                        self.skip_to_sync(now, done);
+                    }
+                    _ => {}
+                }
+                out.extend_from_slice(frame);
+                return Ok(());
+            }
+            Err(e) => return Err(PipelineError::Codec(e)),
+        };
+        match decoded {
             Backend::CommandComplete { tag: command } => {
                 self.complete_front(now, codec::command_rows(command), None, done);
                 out.extend_from_slice(frame);
@@ -460,6 +481,24 @@ mod tests {
         )
         .unwrap();
         assert!(!p.lexer_trusted());
+    }
+
+    #[test]
+    fn relays_non_utf8_error_text_and_keeps_the_queue_in_step() {
+        let mut p = Pipeline::new(16);
+        let t = Instant::now();
+        p.push_stmt(info("select 'é'"), t).unwrap();
+        p.push_sync(false).unwrap();
+        let (mut out, mut done) = (Vec::new(), Vec::new());
+        // A LATIN1 'é' (0xE9) inside the message field.
+        let latin1 = frame(b'E', b"SERROR\0C22P02\0Mbad \xe9\0\0");
+        p.on_backend(&latin1, t, &mut out, &mut done).unwrap();
+        assert_eq!(out, latin1);
+        assert_eq!(done.len(), 1);
+        assert!(done[0].error.is_some());
+        p.on_backend(&frame(b'Z', b"I"), t, &mut out, &mut done)
+            .unwrap();
+        assert_eq!(p.in_flight(), 0);
     }
 
     #[test]

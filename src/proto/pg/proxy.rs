@@ -694,7 +694,7 @@ impl Session {
         let loaded = self.gw.loaded();
         let policy = &loaded.policy;
         let identity = policy
-            .identity(&self.identity.name)
+            .active_identity(&self.identity.name)
             .ok_or("identity removed from the policy")?;
         let target = policy
             .target(&self.target.name)

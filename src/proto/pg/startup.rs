@@ -298,7 +298,7 @@ async fn accept_on(
     // Look up identity and target. Whatever is wrong, the client sees the same authentication
     // failure after a full SCRAM exchange, so names can't be probed.
     let policy = &loaded.policy;
-    let identity = policy.identity(&user).cloned();
+    let identity = policy.active_identity(&user).cloned();
     let target = listener_target.filter(|t| t.name == database);
     let valid = identity.is_some() && target.is_some();
 
