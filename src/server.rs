@@ -66,6 +66,9 @@ pub struct Failures {
     by_addr: HashMap<IpAddr, (u32, Instant)>,
 }
 
+/// How long expired token records stay listed (`token list`) before housekeeping removes them.
+const TOKEN_RECORD_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
 const FAILURE_WINDOW: Duration = Duration::from_secs(600);
 const FAILURE_TABLE_MAX: usize = 10_000;
 
@@ -228,9 +231,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         tokens: tokens.clone(),
         audit: audit.clone(),
         sessions: Mutex::new(HashMap::new()),
-        next_pid: AtomicU64::new(u64::from(
-            u32::from_be_bytes(SystemRandom::new().as_ref_bytes4()) % 1_000_000 + 1,
-        )),
+        next_pid: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
         failures: Mutex::new(Failures {
             by_addr: HashMap::new(),
@@ -289,6 +290,21 @@ async fn run(gw: Arc<Gateway>, ex: Arc<Executor<'static>>) -> Result<(), String>
         .map_err(|e| format!("signals: {e}"))?;
     let mut listeners: HashMap<SocketAddr, Task<()>> = HashMap::new();
     bind_listeners(&gw, &ex, &mut listeners).await?;
+    // Housekeeping: drop token records that expired more than a week ago.
+    let housekeeping = {
+        let tokens = gw.tokens.clone();
+        ex.spawn(async move {
+            loop {
+                let t = tokens.clone();
+                match smol::unblock(move || t.purge_expired(now_unix(), TOKEN_RECORD_KEEP)).await {
+                    Ok(0) => {}
+                    Ok(n) => log(&format!("purged {n} expired token record(s)")),
+                    Err(e) => log(&format!("token purge: {e}")),
+                }
+                smol::Timer::after(Duration::from_secs(3600)).await;
+            }
+        })
+    };
     let _ = gw
         .audit
         .record(Event::new("gateway_started").str("config", gw.config_path.display().to_string()))
@@ -328,6 +344,7 @@ async fn run(gw: Arc<Gateway>, ex: Arc<Executor<'static>>) -> Result<(), String>
         }
     }
     drop(listeners);
+    drop(housekeeping);
     Ok(())
 }
 
@@ -375,16 +392,4 @@ async fn bind_listeners(
         listeners.insert(addr, task);
     }
     Ok(())
-}
-
-trait Bytes4 {
-    fn as_ref_bytes4(&self) -> [u8; 4];
-}
-
-impl Bytes4 for SystemRandom {
-    fn as_ref_bytes4(&self) -> [u8; 4] {
-        let mut b = [0u8; 4];
-        let _ = self.fill(&mut b);
-        b
-    }
 }

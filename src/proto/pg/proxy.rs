@@ -108,6 +108,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let read_only = policy::session_read_only(&target, &identity);
     let gwcfg = loaded.policy.gateway.clone();
     let upstream_tls = loaded.upstream_tls.get(&target.name).cloned().flatten();
+    let cancel_tls = upstream_tls.clone();
     let nonce = gw.random_hex(18);
 
     let connect = upstream::connect(
@@ -231,41 +232,50 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         max_body: gwcfg.max_message_size,
     };
 
-    let (client_rd, client_wr) = smol::io::split(conn.stream);
+    let (client_rd, mut client_wr) = smol::io::split(conn.stream);
     let (up_rd, up_wr) = smol::io::split(up.conn.stream);
     let idle = gwcfg.idle_timeout;
-    let ending = {
-        let relay = session.relay(
+    let ending = session
+        .relay(
             client_rd,
             conn.buf,
             up_wr,
             up_rd,
             up.conn.buf,
-            client_wr,
+            &mut client_wr,
             idle,
-        );
-        let killed = async {
-            let reason = kill_rx
-                .recv()
-                .await
-                .unwrap_or_else(|_| "gateway shutting down".into());
-            End::Killed(reason)
-        };
-        relay.or(killed).await
-    };
+            &kill_rx,
+        )
+        .await;
     let stats = *lock(&session.stats);
-    let (reason, client_wr) = match ending {
-        End::Killed(reason) => (reason, None),
-        End::Finished(reason, w) => (reason, w),
-    };
-    if let Some(mut w) = client_wr {
-        if let Some(msg) = reason.strip_prefix("fatal:") {
+    let reason = match ending {
+        Ending::Quiet(reason) => reason,
+        Ending::Fatal { code, message } => {
             let mut out = Vec::new();
-            codec::encode_error(&mut out, "FATAL", "08P01", msg.trim(), None, None);
-            let _ = w.write_all(&out).await;
-            let _ = w.flush().await;
+            codec::encode_error(
+                &mut out,
+                "FATAL",
+                code,
+                &format!("portcullis: {message}"),
+                None,
+                None,
+            );
+            let _ = client_wr.write_all(&out).await;
+            let _ = client_wr.flush().await;
+            if code == "57P01" {
+                // Closing our socket doesn't stop a statement already running upstream (the
+                // server notices only when it next writes); cancel it.
+                let cancel = upstream::cancel(&session.target, cancel_tls, up.pid, &up.secret);
+                let _ = async { Some(cancel.await) }
+                    .or(async {
+                        smol::Timer::after(gwcfg.upstream_timeout).await;
+                        None
+                    })
+                    .await;
+            }
+            message
         }
-    }
+    };
     let _ = gw
         .audit
         .record(
@@ -297,9 +307,17 @@ struct Stats {
     blocked: u64,
 }
 
-enum End {
-    Killed(String),
-    Finished(String, Option<WriteHalf<Stream>>),
+/// How a relay ended: quietly (a side closed), or with a FATAL error the client is told.
+enum Ending {
+    Quiet(String),
+    Fatal { code: &'static str, message: String },
+}
+
+fn fatal(code: &'static str, message: impl Into<String>) -> Ending {
+    Ending::Fatal {
+        code,
+        message: message.into(),
+    }
 }
 
 /// What happens to one client message.
@@ -400,9 +418,10 @@ impl Session {
         mut up_wr: WriteHalf<Stream>,
         mut up_rd: ReadHalf<Stream>,
         up_buf: Vec<u8>,
-        mut client_wr: WriteHalf<Stream>,
+        client_wr: &mut WriteHalf<Stream>,
         idle: Option<std::time::Duration>,
-    ) -> End {
+        kill: &smol::channel::Receiver<String>,
+    ) -> Ending {
         let this = self;
         // Both directions run in this one task; they share the pipeline through a mutex that is
         // never held across an await.
@@ -422,26 +441,28 @@ impl Session {
                             match this.on_client_message(tag, whole).await {
                                 Verdict::Forward => out.extend_from_slice(whole),
                                 Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
-                                Verdict::Fatal(msg) => return format!("fatal: {msg}"),
+                                Verdict::Fatal(msg) => return fatal("08P01", msg),
                             }
                             pos += len;
                             if tag == b'X' {
                                 let _ = up_wr.write_all(&out).await;
                                 let _ = up_wr.flush().await;
-                                return "client terminated".to_string();
+                                return Ending::Quiet("client terminated".into());
                             }
                         }
                         Ok(None) => break,
-                        Err(e) => return format!("fatal: invalid message from client: {e}"),
+                        Err(e) => {
+                            return fatal("08P01", format!("invalid message from client: {e}"))
+                        }
                     }
                 }
                 buf.drain(..pos);
                 if !out.is_empty() {
                     if let Err(e) = up_wr.write_all(&out).await {
-                        return format!("upstream write: {e}");
+                        return Ending::Quiet(format!("upstream write: {e}"));
                     }
                     if let Err(e) = up_wr.flush().await {
-                        return format!("upstream write: {e}");
+                        return Ending::Quiet(format!("upstream write: {e}"));
                     }
                     out.clear();
                 }
@@ -456,15 +477,17 @@ impl Session {
                             .await
                         {
                             Some(r) => r,
-                            None => return "fatal: idle timeout".to_string(),
+                            None => {
+                                return fatal("57P05", "session idle for too long (idle_timeout)")
+                            }
                         }
                     }
                     None => read.await,
                 };
                 match n {
-                    Ok(0) => return "client closed".to_string(),
+                    Ok(0) => return Ending::Quiet("client closed".into()),
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) => return format!("client read: {e}"),
+                    Err(e) => return Ending::Quiet(format!("client read: {e}")),
                 }
             }
         };
@@ -487,46 +510,46 @@ impl Session {
                                 &mut done,
                             );
                             if let Err(e) = r {
-                                return (format!("fatal: upstream protocol error: {e}"), client_wr);
+                                return fatal("08P01", format!("upstream protocol error: {e}"));
                             }
                             pos += len;
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            return (
-                                format!("fatal: upstream sent an invalid message: {e}"),
-                                client_wr,
-                            )
+                            return fatal("08P01", format!("upstream sent an invalid message: {e}"))
                         }
                     }
                 }
                 buf.drain(..pos);
                 if !out.is_empty() {
                     if let Err(e) = client_wr.write_all(&out).await {
-                        return (format!("client write: {e}"), client_wr);
+                        return Ending::Quiet(format!("client write: {e}"));
                     }
                     if let Err(e) = client_wr.flush().await {
-                        return (format!("client write: {e}"), client_wr);
+                        return Ending::Quiet(format!("client write: {e}"));
                     }
                     out.clear();
                 }
                 for c in done.drain(..) {
                     this.audit_completion(c).await;
                 }
-                match up_rd.read(&mut chunk).await {
-                    Ok(0) => return ("upstream closed".to_string(), client_wr),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) => return (format!("upstream read: {e}"), client_wr),
+                // A kill (identity removed, token revoked, shutdown) wins over waiting for data.
+                let read = async { Ok(up_rd.read(&mut chunk).await) };
+                let killed = async {
+                    Err(kill
+                        .recv()
+                        .await
+                        .unwrap_or_else(|_| "gateway shutting down".into()))
+                };
+                match read.or(killed).await {
+                    Ok(Ok(0)) => return Ending::Quiet("upstream closed".into()),
+                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    Ok(Err(e)) => return Ending::Quiet(format!("upstream read: {e}")),
+                    Err(reason) => return fatal("57P01", format!("session terminated: {reason}")),
                 }
             }
         };
-        let up = async { (upward.await, None) };
-        let down = async {
-            let (reason, w) = downward.await;
-            (reason, Some(w))
-        };
-        let (reason, w) = up.or(down).await;
-        End::Finished(reason, w)
+        upward.or(downward).await
     }
 
     async fn audit_completion(&self, c: Completion) {
