@@ -819,6 +819,7 @@ mod tests {
                 upstream_ca: None,
                 tls: None,
                 require_tls: false,
+                client_auth: crate::config::ClientAuth::Scram,
                 default: Action::Block,
                 read_only: false,
                 read_only_for: vec![],

@@ -144,12 +144,23 @@ pub struct Target {
     /// Client-side TLS. When set, clients may use TLS; when `require_tls` is also true they must.
     pub tls: Option<TlsFiles>,
     pub require_tls: bool,
+    /// How clients prove they hold a token.
+    pub client_auth: ClientAuth,
     /// Decision for statements no rule matches.
     pub default: Action,
     /// Every session to this target is read-only on the server.
     pub read_only: bool,
     /// Sessions of these identities/roles are read-only on the server.
     pub read_only_for: Vec<Who>,
+}
+
+/// How a client presents its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// SCRAM-SHA-256 (default): the token never crosses the wire.
+    Scram,
+    /// Cleartext password message, for drivers without SCRAM; only over TLS (`require_tls`).
+    Password,
 }
 
 /// What a rule decides. Ordered by restrictiveness: `Allow < Approve < Block`.

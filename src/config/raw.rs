@@ -69,6 +69,7 @@ pub(crate) struct RawTarget {
     pub upstream_ca: Option<Spanned<String>>,
     pub tls: Option<Spanned<RawTls>>,
     pub require_tls: Option<Spanned<bool>>,
+    pub client_auth: Option<Spanned<String>>,
     pub default: Option<Spanned<String>>,
     pub read_only: Option<Spanned<bool>>,
     #[serde(default)]

@@ -784,6 +784,27 @@ fn targets(
             }
         };
 
+        let client_auth = match r.client_auth.as_ref() {
+            None => ClientAuth::Scram,
+            Some(v) => match v.get_ref().as_str() {
+                "scram-sha-256" => ClientAuth::Scram,
+                "password" if require_tls => ClientAuth::Password,
+                "password" => {
+                    cx.err(
+                        v.span(),
+                        "`client_auth = \"password\"` sends the token in clear text, so it needs TLS: add `tls = { ... }` and keep `require_tls = true`",
+                    );
+                    ClientAuth::Scram
+                }
+                other => {
+                    cx.err(
+                        v.span(),
+                        format!("unknown client_auth {other:?}; use \"scram-sha-256\" (default) or \"password\""),
+                    );
+                    ClientAuth::Scram
+                }
+            },
+        };
         let default = r
             .default
             .as_ref()
@@ -814,6 +835,7 @@ fn targets(
             upstream_ca,
             tls,
             require_tls,
+            client_auth,
             default,
             read_only: r.read_only.as_ref().is_some_and(|v| *v.get_ref()),
             read_only_for,

@@ -229,6 +229,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         pipeline: Mutex::new(Pipeline::new(MAX_IN_FLIGHT)),
         tables: Mutex::new(Tables::default()),
         stats: Mutex::new(Stats::default()),
+        client_mid_write: std::sync::atomic::AtomicBool::new(false),
         max_body: gwcfg.max_message_size,
     };
 
@@ -250,6 +251,10 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let stats = *lock(&session.stats);
     let reason = match ending {
         Ending::Quiet(reason) => reason,
+        Ending::Fatal { code, message } if session.client_mid_write.load(Ordering::Relaxed) => {
+            // A message to the client was cut off; anything more would be garbage to it.
+            format!("{code}: {message}")
+        }
         Ending::Fatal { code, message } => {
             let mut out = Vec::new();
             codec::encode_error(
@@ -340,6 +345,9 @@ struct Session {
     tables: Mutex<Tables>,
     stats: Mutex<Stats>,
     max_body: usize,
+    /// Set while a write to the client is under way: a FATAL must not be spliced into a
+    /// half-written message if the relay is stopped then.
+    client_mid_write: std::sync::atomic::AtomicBool,
 }
 
 /// What an SQL-level `PREPARE name AS ...` will do when executed.
@@ -522,9 +530,11 @@ impl Session {
                 }
                 buf.drain(..pos);
                 if !out.is_empty() {
+                    this.client_mid_write.store(true, Ordering::Relaxed);
                     if let Err(e) = client_wr.write_all(&out).await {
                         return Ending::Quiet(format!("client write: {e}"));
                     }
+                    this.client_mid_write.store(false, Ordering::Relaxed);
                     if let Err(e) = client_wr.flush().await {
                         return Ending::Quiet(format!("client write: {e}"));
                     }

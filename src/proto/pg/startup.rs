@@ -13,7 +13,7 @@ use super::codec::{self, CodecError, StartupRequest};
 use super::conn::{Conn, ReadError};
 use super::scram;
 use crate::audit::Event;
-use crate::config::{Identity, Target};
+use crate::config::{ClientAuth, Identity, Target};
 use crate::identity::tokens::{TokenInfo, SCRAM_ITERATIONS};
 use crate::net::stream::Stream;
 use crate::server::{lock, now_unix, Gateway, Loaded};
@@ -302,7 +302,15 @@ async fn accept_on(
     let target = listener_target.filter(|t| t.name == database);
     let valid = identity.is_some() && target.is_some();
 
-    let token = authenticate_scram(gw, conn, &user, &database, valid).await?;
+    let cleartext = target
+        .as_ref()
+        .is_some_and(|t| t.client_auth == ClientAuth::Password)
+        && tls;
+    let token = if cleartext {
+        authenticate_password(gw, conn, &user, &database, valid).await?
+    } else {
+        authenticate_scram(gw, conn, &user, &database, valid).await?
+    };
     let (Some(identity), Some(target), Some(token)) = (identity, target, token) else {
         let delay = lock(&gw.failures).record(peer.ip(), Instant::now());
         let _ = gw
@@ -424,8 +432,63 @@ async fn authenticate_scram(
     let Some((token_id, _)) = candidates.get(index) else {
         return Ok(None);
     };
+    let Some(info) = consume(gw, token_id.clone(), now).await? else {
+        return Ok(None);
+    };
+    out.clear();
+    codec::encode_auth_sasl_final(&mut out, &server_final);
+    conn.send(&out)
+        .await
+        .map_err(|e| Refusal::Gone(e.to_string()))?;
+    Ok(Some(info))
+}
+
+/// Cleartext password (the token) over TLS, for drivers without SCRAM (`client_auth = "password"`).
+async fn authenticate_password(
+    gw: &Gateway,
+    conn: &mut Conn,
+    user: &str,
+    database: &str,
+    valid: bool,
+) -> Result<Option<TokenInfo>, Refusal> {
+    let mut out = Vec::with_capacity(16);
+    codec::encode_auth_cleartext(&mut out);
+    conn.send(&out)
+        .await
+        .map_err(|e| Refusal::Gone(e.to_string()))?;
+    let msg = conn.read_message(1024).await?;
+    if msg.tag != b'p' {
+        return Err(fatal(
+            "08P01",
+            "expected PasswordMessage",
+            "protocol violation during auth",
+        ));
+    }
+    let secret = codec::decode_password(&msg.body)
+        .map_err(|e| Refusal::from(ReadError::Codec(e)))?
+        .to_string();
+    let now = now_unix();
     let tokens = gw.tokens.clone();
-    let id = token_id.clone();
+    let (u, d) = (user.to_string(), database.to_string());
+    // Always derive (PBKDF2) so the answer's timing doesn't say whether the names exist.
+    let found = smol::unblock(move || tokens.find_by_secret(&u, &d, "connect", &secret, now))
+        .await
+        .map_err(|e| {
+            fatal(
+                "58000",
+                "the gateway's token store is unavailable",
+                e.to_string(),
+            )
+        })?;
+    let Some(id) = found.filter(|_| valid) else {
+        return Ok(None);
+    };
+    consume(gw, id, now).await
+}
+
+/// Spend one use of the token, re-checking expiry and revocation in the same transaction.
+async fn consume(gw: &Gateway, id: String, now: u64) -> Result<Option<TokenInfo>, Refusal> {
+    let tokens = gw.tokens.clone();
     let consumed = smol::unblock(move || tokens.consume(&id, now))
         .await
         .map_err(|e| {
@@ -435,13 +498,7 @@ async fn authenticate_scram(
                 e.to_string(),
             )
         })?;
-    let Ok(info) = consumed else { return Ok(None) };
-    out.clear();
-    codec::encode_auth_sasl_final(&mut out, &server_final);
-    conn.send(&out)
-        .await
-        .map_err(|e| Refusal::Gone(e.to_string()))?;
-    Ok(Some(info))
+    Ok(consumed.ok())
 }
 
 async fn handle_cancel(gw: &Gateway, pid: i32, secret: &[u8]) {
