@@ -256,7 +256,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
 
     let ex = Arc::new(Executor::new());
     let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
-    let threads: Vec<_> = (0..opts.threads.max(1))
+    // The calling thread runs the executor too, so start one fewer.
+    let threads: Vec<_> = (1..opts.threads.max(1))
         .map(|i| {
             let ex = ex.clone();
             let stop_rx = stop_rx.clone();
