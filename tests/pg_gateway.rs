@@ -11,8 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    describe, free_port, gateway_conninfo, make_tls_files, psql_command, run_with_timeout, stderr, stdout,
-    unique_temp_dir, write_file_mode, Gateway, PgCluster, COMMAND_TIMEOUT,
+    describe, free_port, gateway_conninfo, make_tls_files, psql_command, run_with_timeout, stderr,
+    stdout, unique_temp_dir, write_file_mode, Gateway, PgCluster, COMMAND_TIMEOUT,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -253,8 +253,9 @@ impl Env {
 
     /// The rows of table `t` as `id|note` lines, read directly from the cluster.
     fn t_rows(&self) -> String {
-        self.pg
-            .query_scalar("select coalesce(string_agg(id || '|' || note, ',' order by id), '') from t")
+        self.pg.query_scalar(
+            "select coalesce(string_agg(id || '|' || note, ',' order by id), '') from t",
+        )
     }
 
     /// The number of rows in `audit_probe`, read directly from the cluster.
@@ -265,7 +266,11 @@ impl Env {
     /// `portcullis audit export` as lines; panics if it fails.
     fn audit(&self) -> Vec<String> {
         let out = self.gw.cli(&["audit", "export"]);
-        assert!(out.status.success(), "audit export failed:\n{}", describe(&out));
+        assert!(
+            out.status.success(),
+            "audit export failed:\n{}",
+            describe(&out)
+        );
         stdout(&out).lines().map(str::to_string).collect()
     }
 
@@ -278,7 +283,10 @@ impl Env {
                 return lines;
             }
             if Instant::now() >= deadline {
-                panic!("no audit event {what} after 10s; audit:\n{}", lines.join("\n"));
+                panic!(
+                    "no audit event {what} after 10s; audit:\n{}",
+                    lines.join("\n")
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -290,7 +298,11 @@ fn issue(gw: &Gateway, identity: &str, target: &str, extra: &[&str]) -> (String,
     let mut args = vec!["token", "issue", "--identity", identity, "--target", target];
     args.extend_from_slice(extra);
     let out = gw.cli(&args);
-    assert!(out.status.success(), "token issue failed:\n{}", describe(&out));
+    assert!(
+        out.status.success(),
+        "token issue failed:\n{}",
+        describe(&out)
+    );
     let secret = stdout(&out).trim().to_string();
     let err = stderr(&out);
     let id = err
@@ -478,7 +490,9 @@ impl Drop for Spawned {
 
 fn kill(sig: &str, pid: u32) {
     let out = run_with_timeout(
-        Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()),
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string()),
         None,
         COMMAND_TIMEOUT,
     );
@@ -507,17 +521,30 @@ fn psql_connects_with_token_over_tls_and_plain() {
     let ca = env.pg.ca_cert.to_string_lossy().into_owned();
     let verify_full = format!("verify-full sslrootcert={}", common::cq(&ca));
 
-    for (sslmode, tls) in [("require", true), (verify_full.as_str(), true), ("disable", false)] {
+    for (sslmode, tls) in [
+        ("require", true),
+        (verify_full.as_str(), true),
+        ("disable", false),
+    ] {
         let out = env.psql(
             "alice",
             &token,
             sslmode,
-            &["-At", "-c", "select current_user, count(*) from t", "-c", "\\conninfo"],
+            &[
+                "-At",
+                "-c",
+                "select current_user, count(*) from t",
+                "-c",
+                "\\conninfo",
+            ],
         );
         assert_ok(&out, &format!("psql sslmode={sslmode}"));
         let text = stdout(&out);
         // The gateway logs in upstream as the target's user, whoever the identity is.
-        assert!(text.contains("postgres|3"), "sslmode={sslmode}: unexpected output:\n{text}");
+        assert!(
+            text.contains("postgres|3"),
+            "sslmode={sslmode}: unexpected output:\n{text}"
+        );
         assert_eq!(
             text.contains("SSL connection"),
             tls,
@@ -529,10 +556,18 @@ fn psql_connects_with_token_over_tls_and_plain() {
     let lines = env.wait_audit("3 session_opened", |ls| {
         ls.iter().filter(|l| kind_is(l, "session_opened")).count() >= 3
     });
-    let opened: Vec<&String> = lines.iter().filter(|l| kind_is(l, "session_opened")).collect();
+    let opened: Vec<&String> = lines
+        .iter()
+        .filter(|l| kind_is(l, "session_opened"))
+        .collect();
     assert_eq!(opened.len(), 3, "audit:\n{}", lines.join("\n"));
     let tls: Vec<String> = opened.iter().filter_map(|l| field(l, "tls")).collect();
-    assert_eq!(tls, ["true", "true", "false"], "audit:\n{}", lines.join("\n"));
+    assert_eq!(
+        tls,
+        ["true", "true", "false"],
+        "audit:\n{}",
+        lines.join("\n")
+    );
     for l in &opened {
         assert_eq!(field(l, "upstream_tls").as_deref(), Some("true"), "{l}");
         assert_eq!(field(l, "identity").as_deref(), Some("alice"), "{l}");
@@ -588,9 +623,26 @@ fn service_identity_cannot_get_token_longer_than_max_ttl() {
     let spec = PolicySpec::new(&pg, Upstream::Disable);
     let gw = start_gateway(&pg, &spec);
 
-    let out = gw.cli(&["token", "issue", "--identity", "ci-bot", "--target", "db", "--ttl", "2h"]);
-    assert!(!out.status.success(), "2h token for ci-bot (max_ttl 1h) issued:\n{}", describe(&out));
-    assert!(stdout(&out).trim().is_empty(), "a secret was printed:\n{}", describe(&out));
+    let out = gw.cli(&[
+        "token",
+        "issue",
+        "--identity",
+        "ci-bot",
+        "--target",
+        "db",
+        "--ttl",
+        "2h",
+    ]);
+    assert!(
+        !out.status.success(),
+        "2h token for ci-bot (max_ttl 1h) issued:\n{}",
+        describe(&out)
+    );
+    assert!(
+        stdout(&out).trim().is_empty(),
+        "a secret was printed:\n{}",
+        describe(&out)
+    );
     let err = stderr(&out);
     assert!(
         err.contains("max_ttl") && err.contains("1h") && err.contains("ci-bot"),
@@ -613,12 +665,31 @@ fn blocked_statements_do_not_run_simple_protocol() {
         ("DrOp/**/ TABLE t", "no-schema-changes-from-ci"),
         // Nothing of a multi-statement string runs when one part is refused.
         ("select 1; drop table t", "no-schema-changes-from-ci"),
-        ("insert into audit_probe values (1); drop table t", "no-schema-changes-from-ci"),
-        ("insert into audit_probe values (1); delete from t", "no-mass-delete"),
+        (
+            "insert into audit_probe values (1); drop table t",
+            "no-schema-changes-from-ci",
+        ),
+        (
+            "insert into audit_probe values (1); delete from t",
+            "no-mass-delete",
+        ),
         // Deletes are not allowed for ci: no rule applies, the target's default blocks.
-        ("with d as (delete from t returning *) select * from d", "default:delete"),
-        ("explain analyze delete from t where id = 1", "default:delete"),
-        ("prepare p as delete from t where true; execute p", "default:delete"),
+        (
+            "with d as (delete from t returning *) select * from d",
+            "no-mass-delete",
+        ),
+        (
+            "with d as (delete from t where id = 1 returning *) select * from d",
+            "default:delete",
+        ),
+        (
+            "explain analyze delete from t where id = 1",
+            "default:delete",
+        ),
+        (
+            "prepare p as delete from t where true; execute p",
+            "default:delete",
+        ),
         ("delete from t where id = 1", "default:delete"),
         ("delete from t", "no-mass-delete"),
         ("update t set note = 'x'", "no-mass-delete"),
@@ -628,7 +699,11 @@ fn blocked_statements_do_not_run_simple_protocol() {
     for (sql, rule) in cases {
         let out = env.sql("ci-bot", &token, sql);
         assert_refused_by(&out, rule, sql);
-        assert!(!stdout(&out).contains('1'), "{sql:?}: something ran:\n{}", describe(&out));
+        assert!(
+            !stdout(&out).contains('1'),
+            "{sql:?}: something ran:\n{}",
+            describe(&out)
+        );
         assert_eq!(env.t_rows(), T_ROWS, "{sql:?} changed t");
         assert_eq!(env.probe_count(), "0", "{sql:?}: part of the string ran");
     }
@@ -644,9 +719,23 @@ fn blocked_statements_do_not_run_simple_protocol() {
         "ci-bot",
         &token,
         "disable",
-        &["-At", "-v", "ON_ERROR_STOP=0", "-c", "drop table t", "-c", "insert into audit_probe values (1)", "-c", "select count(*) from t"],
+        &[
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "drop table t",
+            "-c",
+            "insert into audit_probe values (1)",
+            "-c",
+            "select count(*) from t",
+        ],
     );
-    assert!(stdout(&out).ends_with("3\n"), "session did not continue:\n{}", describe(&out));
+    assert!(
+        stdout(&out).ends_with("3\n"),
+        "session did not continue:\n{}",
+        describe(&out)
+    );
     assert_eq!(env.probe_count(), "1");
     assert_eq!(env.t_rows(), T_ROWS);
 }
@@ -659,10 +748,25 @@ fn blocked_statements_do_not_run_extended_protocol() {
     let blocked = [
         ("delete.sql", "delete from t;\n", "no-mass-delete"),
         ("drop.sql", "drop table t;\n", "no-schema-changes-from-ci"),
-        ("cte.sql", "with d as (delete from t returning *) select count(*) from d;\n", "default:delete"),
-        ("probe.sql", "insert into audit_probe values (1); drop table t;\n", "no-schema-changes-from-ci"),
+        (
+            "cte.sql",
+            "with d as (delete from t where id > 0 returning *) select count(*) from d;\n",
+            "default:delete",
+        ),
+        (
+            "explain.sql",
+            "explain analyze delete from t where id = 1;\n",
+            "default:delete",
+        ),
+        // pgbench sends each statement of a script on its own: the insert runs, in a
+        // transaction the refusal aborts.
+        (
+            "txn.sql",
+            "begin;\ninsert into audit_probe values (1);\ndrop table t;\ncommit;\n",
+            "no-schema-changes-from-ci",
+        ),
     ];
-    for (name, sql, _rule) in blocked {
+    for (name, sql, rule) in blocked {
         let script = write_script(&env.gw.dir, name, sql);
         for mode in ["extended", "prepared"] {
             let out = pgbench(
@@ -672,9 +776,14 @@ fn blocked_statements_do_not_run_extended_protocol() {
                 &token,
                 &["-n", "-t", "1", "-M", mode, "-f", &script.to_string_lossy()],
             );
+            let err = stderr(&out);
+            let by = match rule.strip_prefix("default:") {
+                Some(kind) => format!("portcullis: no rule allows {kind} "),
+                None => format!("rule: {rule}"),
+            };
             assert!(
-                !out.status.success() && stderr(&out).contains("portcullis:"),
-                "pgbench -M {mode} {sql:?}: expected a refusal, got:\n{}",
+                !out.status.success() && err.contains("portcullis:") && err.contains(&by),
+                "pgbench -M {mode} {sql:?}: expected a refusal ({by}), got:\n{}",
                 describe(&out)
             );
             assert_eq!(env.t_rows(), T_ROWS, "pgbench -M {mode} {sql:?} changed t");
@@ -682,7 +791,11 @@ fn blocked_statements_do_not_run_extended_protocol() {
         }
     }
 
-    let script = write_script(&env.gw.dir, "select.sql", "select count(*) from t where id = 2;\n");
+    let script = write_script(
+        &env.gw.dir,
+        "select.sql",
+        "select count(*) from t where id = 2;\n",
+    );
     for mode in ["extended", "prepared"] {
         let out = pgbench(
             env.port,
@@ -719,10 +832,21 @@ fn refused_statement_aborts_the_transaction_like_a_server_error() {
         Some(script.as_bytes()),
     );
     let (text, err) = (stdout(&out), stderr(&out));
-    assert!(err.contains("42501"), "drop not refused:\n{}", describe(&out));
+    assert!(
+        err.contains("42501"),
+        "drop not refused:\n{}",
+        describe(&out)
+    );
     // The next statement meets the server's own aborted-transaction error...
-    assert!(err.contains("25P02"), "transaction not aborted:\n{}", describe(&out));
-    assert!(!text.contains("after the refusal"), "ran in an aborted transaction:\n{text}");
+    assert!(
+        err.contains("25P02"),
+        "transaction not aborted:\n{}",
+        describe(&out)
+    );
+    assert!(
+        !text.contains("after the refusal"),
+        "ran in an aborted transaction:\n{text}"
+    );
     // ...and COMMIT turns into ROLLBACK.
     assert!(
         text.lines().any(|l| l.trim() == "ROLLBACK"),
@@ -734,7 +858,13 @@ fn refused_statement_aborts_the_transaction_like_a_server_error() {
 
     // The session is usable again afterwards.
     let script = "begin;\ninsert into audit_probe values (7);\ncommit;\n";
-    let out = env.psql_in("ci-bot", &token, "require", &["-f", "-"], Some(script.as_bytes()));
+    let out = env.psql_in(
+        "ci-bot",
+        &token,
+        "require",
+        &["-f", "-"],
+        Some(script.as_bytes()),
+    );
     assert_ok(&out, "a clean transaction");
     assert_eq!(env.probe_count(), "1");
 }
@@ -749,7 +879,10 @@ fn read_only_session_refuses_writes_and_lifting() {
     assert_eq!(stdout(&out), "on\n");
 
     // The write is allowed by policy and refused by the server itself.
-    for sql in ["insert into audit_probe values (1)", "update t set note = 'x' where id = 1"] {
+    for sql in [
+        "insert into audit_probe values (1)",
+        "update t set note = 'x' where id = 1",
+    ] {
         let out = env.sql("rita", &token, sql);
         let err = stderr(&out);
         assert!(
@@ -778,7 +911,14 @@ fn read_only_session_refuses_writes_and_lifting() {
         "rita",
         &token,
         "disable",
-        &["-v", "ON_ERROR_STOP=0", "-c", "set default_transaction_read_only = off", "-c", "insert into audit_probe values (1)"],
+        &[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "set default_transaction_read_only = off",
+            "-c",
+            "insert into audit_probe values (1)",
+        ],
     );
     assert!(stderr(&out).contains("25006"), "{}", describe(&out));
     assert_eq!(env.probe_count(), "0");
@@ -805,7 +945,15 @@ fn copy_in_and_out_work() {
 
     // psql's \copy with inline data in a script, over plain TCP this time.
     let script = "\\copy t (id, note) from stdin\n12\ttwelve\n13\tthirteen\n\\.\nselect 'done';\n";
-    let out = env.gw.psql_via_stdin(env.port, "alice", "db", &token, "disable", "", script.as_bytes());
+    let out = env.gw.psql_via_stdin(
+        env.port,
+        "alice",
+        "db",
+        &token,
+        "disable",
+        "",
+        script.as_bytes(),
+    );
     assert_ok(&out, "\\copy from stdin");
     assert!(stdout(&out).contains("done"), "{}", describe(&out));
 
@@ -814,9 +962,20 @@ fn copy_in_and_out_work() {
         "1|one,2|two,3|three,10|ten,11|eleven,12|twelve,13|thirteen"
     );
 
-    let out = env.psql("alice", &token, "require", &["-c", "copy (select * from t where id >= 10 order by id) to stdout"]);
+    let out = env.psql(
+        "alice",
+        &token,
+        "require",
+        &[
+            "-c",
+            "copy (select * from t where id >= 10 order by id) to stdout",
+        ],
+    );
     assert_ok(&out, "copy to stdout");
-    assert_eq!(stdout(&out), "10\tten\n11\televen\n12\ttwelve\n13\tthirteen\n");
+    assert_eq!(
+        stdout(&out),
+        "10\tten\n11\televen\n12\ttwelve\n13\tthirteen\n"
+    );
 
     let out = env.psql("alice", &token, "disable", &["-c", "\\copy t to stdout"]);
     assert_ok(&out, "\\copy to stdout");
@@ -864,7 +1023,10 @@ fn pgbench_init_and_select_only_run_through_the_gateway() {
 
     let out = pgbench(env.port, "alice", "db", &token, &["-i", "-s", "1", "-q"]);
     assert_ok(&out, "pgbench -i -s 1");
-    assert_eq!(env.pg.query_scalar("select count(*) from pgbench_accounts"), "100000");
+    assert_eq!(
+        env.pg.query_scalar("select count(*) from pgbench_accounts"),
+        "100000"
+    );
 
     for extra in [&["-M", "simple"][..], &["-M", "prepared"][..]] {
         let mut args = vec!["-S", "-T", "2", "-c", "4", "-j", "2"];
@@ -877,7 +1039,10 @@ fn pgbench_init_and_select_only_run_through_the_gateway() {
             "pgbench {args:?}:\n{}",
             describe(&out)
         );
-        assert!(!text.contains("actually processed: 0/"), "nothing ran:\n{text}");
+        assert!(
+            !text.contains("actually processed: 0/"),
+            "nothing ran:\n{text}"
+        );
     }
 }
 
@@ -906,17 +1071,35 @@ fn audit_records_statements_with_identity() {
     };
 
     let select = find("statement", "select id from t where id < 3");
-    assert_eq!(field(select, "identity").as_deref(), Some("ci-bot"), "{select}");
+    assert_eq!(
+        field(select, "identity").as_deref(),
+        Some("ci-bot"),
+        "{select}"
+    );
     assert_eq!(field(select, "target").as_deref(), Some("db"), "{select}");
     assert_eq!(field(select, "rows").as_deref(), Some("2"), "{select}");
-    assert_eq!(field(select, "executed").as_deref(), Some("true"), "{select}");
+    assert_eq!(
+        field(select, "executed").as_deref(),
+        Some("true"),
+        "{select}"
+    );
     assert_eq!(field(select, "rule").as_deref(), Some("reads"), "{select}");
 
     let insert = find("statement", "insert into audit_probe values (5), (6)");
-    assert_eq!(field(insert, "identity").as_deref(), Some("ci-bot"), "{insert}");
+    assert_eq!(
+        field(insert, "identity").as_deref(),
+        Some("ci-bot"),
+        "{insert}"
+    );
     assert_eq!(field(insert, "rows").as_deref(), Some("2"), "{insert}");
-    let intent = find("statement_intent", "insert into audit_probe values (5), (6)");
-    assert!(seq(intent) < seq(insert), "intent after the statement:\n{intent}\n{insert}");
+    let intent = find(
+        "statement_intent",
+        "insert into audit_probe values (5), (6)",
+    );
+    assert!(
+        seq(intent) < seq(insert),
+        "intent after the statement:\n{intent}\n{insert}"
+    );
     assert_eq!(field(intent, "session"), field(insert, "session"));
     // A read needs no intent.
     assert!(
@@ -926,9 +1109,21 @@ fn audit_records_statements_with_identity() {
     );
 
     let refused = find("statement_refused", "drop table t");
-    assert_eq!(field(refused, "identity").as_deref(), Some("ci-bot"), "{refused}");
-    assert_eq!(field(refused, "decision").as_deref(), Some("block"), "{refused}");
-    assert_eq!(field(refused, "rule").as_deref(), Some("no-schema-changes-from-ci"), "{refused}");
+    assert_eq!(
+        field(refused, "identity").as_deref(),
+        Some("ci-bot"),
+        "{refused}"
+    );
+    assert_eq!(
+        field(refused, "decision").as_deref(),
+        Some("block"),
+        "{refused}"
+    );
+    assert_eq!(
+        field(refused, "rule").as_deref(),
+        Some("no-schema-changes-from-ci"),
+        "{refused}"
+    );
     assert!(
         !lines.iter().any(|l| kind_is(l, "statement") && field(l, "text").as_deref() == Some("drop table t")),
         "a refused statement was recorded as executed:\n{all}"
@@ -954,12 +1149,35 @@ fn sighup_reload_removes_identity_and_closes_its_session() {
     without.with_ci_bot = false;
     rewrite_policy(&env.gw, &without.render());
     env.gw.sighup();
-    env.gw.wait_for_log("policy reloaded", Duration::from_secs(10));
+    env.gw
+        .wait_for_log("policy reloaded", Duration::from_secs(10));
 
-    let out = sleeper
-        .wait(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("ci-bot's session still open 20s after the reload; log:\n{}", env.gw.log()));
-    assert!(!out.status.success(), "ci-bot's query completed:\n{}", describe(&out));
+    let out = sleeper.wait(Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "ci-bot's session still open 20s after the reload; log:\n{}",
+            env.gw.log()
+        )
+    });
+    assert!(
+        !out.status.success(),
+        "ci-bot's query completed:\n{}",
+        describe(&out)
+    );
+    // The gateway just closes the connection (no FATAL reaches the client); the audit says why.
+    let lines = env.wait_audit("session_closed of ci-bot", |ls| {
+        ls.iter().any(|l| {
+            kind_is(l, "session_closed") && field(l, "identity").as_deref() == Some("ci-bot")
+        })
+    });
+    let closed = lines
+        .iter()
+        .find(|l| kind_is(l, "session_closed") && field(l, "identity").as_deref() == Some("ci-bot"))
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(
+        field(closed, "reason").is_some_and(|r| r.contains("removed from the policy")),
+        "{closed}"
+    );
 
     let out = env.sql("ci-bot", &ci_token, "select 1");
     assert_auth_failed(&out, "ci-bot", "removed identity");
@@ -969,7 +1187,8 @@ fn sighup_reload_removes_identity_and_closes_its_session() {
     // A broken file is refused; the previous policy keeps serving.
     rewrite_policy(&env.gw, "[gateway\nthis is not a policy\n");
     env.gw.sighup();
-    env.gw.wait_for_log("reload refused", Duration::from_secs(10));
+    env.gw
+        .wait_for_log("reload refused", Duration::from_secs(10));
     let out = env.sql("alice", &alice_token, "select count(*) from t");
     assert_ok(&out, "alice after a refused reload");
     assert_eq!(stdout(&out), "3\n");
@@ -988,7 +1207,12 @@ fn unsafe_startup_parameters_are_refused() {
     ];
     for (extra, param) in cases {
         let sslmode = format!("disable {extra}");
-        let out = env.psql("alice", &token, &sslmode, &["-At", "-c", "show search_path"]);
+        let out = env.psql(
+            "alice",
+            &token,
+            &sslmode,
+            &["-At", "-c", "show search_path"],
+        );
         let err = stderr(&out);
         assert!(
             !out.status.success()
@@ -1002,13 +1226,9 @@ fn unsafe_startup_parameters_are_refused() {
     let out = env.psql(
         "alice",
         &token,
-        "disable application_name=probe options=''",
+        "disable application_name=probe",
         &["-At", "-c", "show application_name"],
     );
-    if out.status.success() {
-        assert_eq!(stdout(&out), "probe\n");
-    }
-    let out = env.psql("alice", &token, "disable application_name=probe", &["-At", "-c", "show application_name"]);
     assert_ok(&out, "application_name");
     assert_eq!(stdout(&out), "probe\n");
 }
@@ -1028,10 +1248,14 @@ fn upstream_verify_full_with_wrong_ca_fails_cleanly() {
     let env = Env::start_with(pg, spec);
 
     let (bad_token, _) = issue(&env.gw, "alice", "badca", &[]);
-    let out = env.gw.psql_via(bad_port, "alice", "badca", &bad_token, "disable", "select 1");
+    let out = env.gw.psql_via(
+        bad_port, "alice", "badca", &bad_token, "disable", "select 1",
+    );
     let err = stderr(&out);
     assert!(
-        !out.status.success() && err.contains("FATAL") && err.contains("could not connect to target"),
+        !out.status.success()
+            && err.contains("FATAL")
+            && err.contains("could not connect to target"),
         "expected a clean FATAL, got:\n{}",
         describe(&out)
     );
@@ -1042,4 +1266,55 @@ fn upstream_verify_full_with_wrong_ca_fails_cleanly() {
     assert_ok(&out, "the good target");
     assert_eq!(stdout(&out), "3\n");
     let _ = fs::remove_dir_all(&other);
+}
+
+/// A session the gateway ends (identity removed by a reload, token revoked) must not leave its
+/// query running on the server: the client is gone, nobody would see the result, and the
+/// identity is no longer allowed to do anything.
+#[test]
+#[ignore = "gateway bug: a session ended by token revoke or reload leaves its query running upstream"]
+fn ended_sessions_stop_their_running_query_upstream() {
+    let env = Env::start(Upstream::Require);
+    let (ci_token, _) = issue(&env.gw, "ci-bot", "db", &[]);
+    let (alice_token, alice_id) = issue(&env.gw, "alice", "db", &[]);
+    let active = |n: u32| {
+        format!(
+            "select count(*) from pg_stat_activity where query = 'select pg_sleep(4{n})' and state = 'active'"
+        )
+    };
+
+    // Token revoke.
+    let conninfo = gateway_conninfo(env.port, "alice", "db", "disable");
+    let alice = Spawned::psql(&conninfo, &alice_token, &["-c", "select pg_sleep(41)"]);
+    wait_for_scalar(&env.pg, &active(1), "1", "alice's sleep never started");
+    assert_ok(&env.gw.cli(&["token", "revoke", &alice_id]), "token revoke");
+    let out = alice
+        .wait(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("alice's session still open 20s after revoke"));
+    assert!(!out.status.success(), "{}", describe(&out));
+    wait_for_scalar(
+        &env.pg,
+        &active(1),
+        "0",
+        "revoked token's query still runs upstream",
+    );
+
+    // Identity removed by a reload.
+    let conninfo = gateway_conninfo(env.port, "ci-bot", "db", "disable");
+    let ci = Spawned::psql(&conninfo, &ci_token, &["-c", "select pg_sleep(42)"]);
+    wait_for_scalar(&env.pg, &active(2), "1", "ci-bot's sleep never started");
+    let mut without = env.spec.clone();
+    without.with_ci_bot = false;
+    rewrite_policy(&env.gw, &without.render());
+    env.gw.sighup();
+    let out = ci
+        .wait(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("ci-bot's session still open 20s after the reload"));
+    assert!(!out.status.success(), "{}", describe(&out));
+    wait_for_scalar(
+        &env.pg,
+        &active(2),
+        "0",
+        "removed identity's query still runs upstream",
+    );
 }
