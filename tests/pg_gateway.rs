@@ -708,10 +708,31 @@ fn blocked_statements_do_not_run_simple_protocol() {
         assert_eq!(env.probe_count(), "0", "{sql:?}: part of the string ran");
     }
 
-    // A prepared statement of the refused PREPARE doesn't exist on the server either (checked
-    // in a new session: the gateway never forwarded the PREPARE).
-    let out = env.sql("ci-bot", &token, "execute p");
-    assert!(!out.status.success(), "execute p ran:\n{}", describe(&out));
+    // A PREPARE of a blocked statement is refused by itself and never reaches the server: in
+    // the same session the server has no prepared statement, and EXECUTE of a name the gateway
+    // doesn't know is refused (it can't tell what would run).
+    let out = env.psql(
+        "ci-bot",
+        &token,
+        "disable",
+        &[
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "prepare p as delete from t where id = 1",
+            "-c",
+            "select count(*) from pg_prepared_statements",
+            "-c",
+            "execute p",
+        ],
+    );
+    let err = stderr(&out);
+    assert!(
+        stdout(&out) == "0\n" && err.matches("42501").count() == 2,
+        "prepare not refused, or the statement exists upstream:\n{}",
+        describe(&out)
+    );
     assert_eq!(env.t_rows(), T_ROWS);
 
     // The session continues after a refusal, and what is allowed runs.
