@@ -1184,7 +1184,13 @@ fn sighup_reload_removes_identity_and_closes_its_session() {
         "ci-bot's query completed:\n{}",
         describe(&out)
     );
-    // The gateway just closes the connection (no FATAL reaches the client); the audit says why.
+    // The client is told why (FATAL 57P01), and the audit says so too.
+    assert!(
+        stderr(&out).contains("session terminated")
+            && stderr(&out).contains("removed from the policy"),
+        "no FATAL telling the client why:\n{}",
+        describe(&out)
+    );
     let lines = env.wait_audit("session_closed of ci-bot", |ls| {
         ls.iter().any(|l| {
             kind_is(l, "session_closed") && field(l, "identity").as_deref() == Some("ci-bot")
@@ -1293,7 +1299,6 @@ fn upstream_verify_full_with_wrong_ca_fails_cleanly() {
 /// query running on the server: the client is gone, nobody would see the result, and the
 /// identity is no longer allowed to do anything.
 #[test]
-#[ignore = "gateway bug: a session ended by token revoke or reload leaves its query running upstream"]
 fn ended_sessions_stop_their_running_query_upstream() {
     let env = Env::start(Upstream::Require);
     let (ci_token, _) = issue(&env.gw, "ci-bot", "db", &[]);
@@ -1313,6 +1318,11 @@ fn ended_sessions_stop_their_running_query_upstream() {
         .wait(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("alice's session still open 20s after revoke"));
     assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("session terminated: token revoked"),
+        "{}",
+        describe(&out)
+    );
     wait_for_scalar(
         &env.pg,
         &active(1),

@@ -496,9 +496,9 @@ fn rejects_bad_listen_and_shared_listen() {
         target("")
     );
     one_problem(&two, 11, 10, "already used by target \"t\"");
-    // Port 0 (any free port) never collides.
+    // Port 0 ("any free port") is refused: clients need a fixed port.
     let zero = target("").replace(":7000", ":0");
-    ok(&format!("{zero}[[target]]\nname = \"t2\"\nlisten = \"127.0.0.1:0\"\nupstream = \"h:1\"\ndatabase = \"d\"\nuser = \"u\"\n"));
+    one_problem(&zero, 5, 10, "listen port 0 is not allowed");
 }
 
 #[test]

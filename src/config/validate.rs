@@ -588,11 +588,9 @@ pub(crate) fn parse_host_port(s: &str) -> Result<(String, u16), &'static str> {
     }
 }
 
-/// Whether two listen addresses would collide (port 0 = "any free port" never collides).
+/// Whether two listen addresses would collide.
 fn listen_conflict(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -644,6 +642,12 @@ fn targets(
             "\"127.0.0.1:6432\"",
         ) {
             match v.get_ref().parse::<SocketAddr>() {
+                // Clients must know the port, and the gateway finds a connection's target by the
+                // address it was accepted on: "any free port" would break both.
+                Ok(addr) if addr.port() == 0 => cx.err(
+                    v.span(),
+                    "listen port 0 is not allowed: clients need a fixed port; write e.g. \"127.0.0.1:6432\"",
+                ),
                 Ok(addr) => {
                     if let Some((_, other)) = listens.iter().find(|(a, _)| listen_conflict(*a, addr)) {
                         cx.err(
