@@ -27,7 +27,8 @@ bench-pg:
 
 # run one fuzz target for 60 s (needs nightly and cargo-fuzz)
 fuzz TARGET:
-    cargo +nightly fuzz run {{TARGET}} fuzz/seeds/{{TARGET}} -- -max_total_time=60
+    mkdir -p fuzz/corpus/{{TARGET}}
+    cargo +nightly fuzz run {{TARGET}} fuzz/corpus/{{TARGET}} fuzz/seeds/{{TARGET}} -- -max_total_time=60
 
 # run the gateway with the example policy
 run:
