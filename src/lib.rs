@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod control;
 pub mod identity;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod proto;

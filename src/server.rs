@@ -110,6 +110,7 @@ pub struct Gateway {
     pub connections: AtomicUsize,
     pub failures: Mutex<Failures>,
     pub rng: SystemRandom,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn now_unix() -> u64 {
@@ -237,6 +238,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
             by_addr: HashMap::new(),
         }),
         rng: SystemRandom::new(),
+        metrics: crate::metrics::Metrics::default(),
     });
 
     let control = {

@@ -128,6 +128,10 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let up = match up {
         Some(Ok(up)) => up,
         Some(Err(e)) => {
+            gw.metrics
+                .target(&target.name)
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
             log(&format!(
                 "session {session_id}: upstream {}:{}: {e}",
                 target.upstream_host, target.upstream_port
@@ -151,6 +155,10 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
             return;
         }
         None => {
+            gw.metrics
+                .target(&target.name)
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
             send_fatal(
                 &mut conn.stream,
                 "08006",
@@ -219,6 +227,10 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     }
 
     let started = Instant::now();
+    let counters = gw.metrics.target(&target.name);
+    counters.sessions_total.fetch_add(1, Ordering::Relaxed);
+    counters.sessions_open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGauge(counters.clone());
     let session = Session {
         gw: gw.clone(),
         id: session_id.clone(),
@@ -230,6 +242,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         tables: Mutex::new(Tables::default()),
         stats: Mutex::new(Stats::default()),
         client_mid_write: std::sync::atomic::AtomicBool::new(false),
+        counters,
         max_body: gwcfg.max_message_size,
     };
 
@@ -299,6 +312,14 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         .await;
 }
 
+/// Decrements the open-sessions gauge however the session ends.
+struct OpenGauge(Arc<crate::metrics::TargetMetrics>);
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.sessions_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Unregister(Arc<Gateway>, i32);
 impl Drop for Unregister {
     fn drop(&mut self) {
@@ -348,6 +369,7 @@ struct Session {
     /// Set while a write to the client is under way: a FATAL must not be spliced into a
     /// half-written message if the relay is stopped then.
     client_mid_write: std::sync::atomic::AtomicBool,
+    counters: Arc<crate::metrics::TargetMetrics>,
 }
 
 /// What an SQL-level `PREPARE name AS ...` will do when executed.
@@ -563,6 +585,9 @@ impl Session {
     }
 
     async fn audit_completion(&self, c: Completion) {
+        if c.executed {
+            self.counters.statement_latency.observe(c.elapsed);
+        }
         // The audit format caps long strings itself (and marks them).
         let mut ev = self
             .base_event("statement")
@@ -773,6 +798,11 @@ impl Session {
                 .opt_str("message", j.decision.message.clone());
             let _ = self.gw.audit.record(ev).await;
             self.bump(|s| s.blocked += 1);
+            let counter = match j.decision.action {
+                Action::Approve => &self.counters.statements_held,
+                _ => &self.counters.statements_blocked,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -881,6 +911,9 @@ impl Session {
         let mut p = lock(&self.pipeline);
         for info in infos {
             self.bump(|s| s.statements += 1);
+            self.counters
+                .statements_allowed
+                .fetch_add(1, Ordering::Relaxed);
             if let Err(e) = p.push_stmt(info, now) {
                 return Verdict::Fatal(e.to_string());
             }
@@ -962,6 +995,9 @@ impl Session {
             );
         }
         self.bump(|s| s.statements += 1);
+        self.counters
+            .statements_allowed
+            .fetch_add(1, Ordering::Relaxed);
         match lock(&self.pipeline).push_stmt(info, Instant::now()) {
             Ok(()) => Verdict::Forward,
             Err(e) => Verdict::Fatal(e.to_string()),
@@ -1005,6 +1041,9 @@ impl Session {
             );
         }
         self.bump(|s| s.statements += 1);
+        self.counters
+            .statements_allowed
+            .fetch_add(1, Ordering::Relaxed);
         let mut p = lock(&self.pipeline);
         if let Err(e) = p
             .push_stmt(info, Instant::now())

@@ -299,6 +299,7 @@ async fn accept_on(
     // failure after a full SCRAM exchange, so names can't be probed.
     let policy = &loaded.policy;
     let identity = policy.active_identity(&user).cloned();
+    let listener_name = listener_target.as_ref().map(|t| t.name.clone());
     let target = listener_target.filter(|t| t.name == database);
     let valid = identity.is_some() && target.is_some();
 
@@ -312,6 +313,12 @@ async fn accept_on(
         authenticate_scram(gw, conn, &user, &database, valid).await?
     };
     let (Some(identity), Some(target), Some(token)) = (identity, target, token) else {
+        if let Some(name) = &listener_name {
+            gw.metrics
+                .target(name)
+                .auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let delay = lock(&gw.failures).record(peer.ip(), Instant::now());
         let _ = gw
             .audit

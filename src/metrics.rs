@@ -1,0 +1,246 @@
+//! Counters for `/metrics` (Prometheus text exposition format 0.0.4). Lock-free on the data path:
+//! each target's counters are atomics behind an `Arc` that a session looks up once.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency and wait-time histogram buckets.
+const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0u64;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// Counters of one target.
+#[derive(Default)]
+pub struct TargetMetrics {
+    pub sessions_total: AtomicU64,
+    pub sessions_open: AtomicI64,
+    pub auth_failures: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub statements_allowed: AtomicU64,
+    pub statements_blocked: AtomicU64,
+    pub statements_held: AtomicU64,
+    /// Time from forwarding a statement to its completion upstream.
+    pub statement_latency: Histogram,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    targets: RwLock<BTreeMap<String, Arc<TargetMetrics>>>,
+    pub approvals_approved: AtomicU64,
+    pub approvals_denied: AtomicU64,
+    pub approvals_timed_out: AtomicU64,
+    pub approvals_abandoned: AtomicU64,
+    /// Time a held statement waited for its decision.
+    pub approval_wait: Histogram,
+}
+
+/// Label values may hold only what names in the policy allow, but escape anyway.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// The counters of `target`, created on first use.
+    pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
+        if let Some(t) = self
+            .targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+        {
+            return t.clone();
+        }
+        let mut map = self.targets.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(target.to_string()).or_default().clone()
+    }
+
+    /// The exposition text. `pending_approvals` comes from the approval broker.
+    pub fn render(&self, pending_approvals: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let targets = self
+            .targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let counter = |out: &mut String,
+                       name: &str,
+                       help: &str,
+                       kind: &str,
+                       get: &dyn Fn(&TargetMetrics) -> String| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (t, m) in &targets {
+                let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", label(t), get(m));
+            }
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        counter(
+            &mut out,
+            "portcullis_sessions_total",
+            "Client sessions opened (authenticated).",
+            "counter",
+            &|m| load(&m.sessions_total),
+        );
+        counter(
+            &mut out,
+            "portcullis_sessions_open",
+            "Client sessions open now.",
+            "gauge",
+            &|m| m.sessions_open.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            &mut out,
+            "portcullis_auth_failures_total",
+            "Failed client authentications.",
+            "counter",
+            &|m| load(&m.auth_failures),
+        );
+        counter(
+            &mut out,
+            "portcullis_upstream_errors_total",
+            "Failed upstream connections.",
+            "counter",
+            &|m| load(&m.upstream_errors),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_statements_total Statements by decision."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_statements_total counter");
+        for (t, m) in &targets {
+            let t = label(t);
+            for (decision, v) in [
+                ("allow", &m.statements_allowed),
+                ("block", &m.statements_blocked),
+                ("approve", &m.statements_held),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "portcullis_statements_total{{target=\"{t}\",decision=\"{decision}\"}} {}",
+                    v.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP portcullis_statement_duration_seconds Time from forwarding a statement to its completion upstream.");
+        let _ = writeln!(
+            out,
+            "# TYPE portcullis_statement_duration_seconds histogram"
+        );
+        for (t, m) in &targets {
+            m.statement_latency.render(
+                &mut out,
+                "portcullis_statement_duration_seconds",
+                &format!("target=\"{}\"", label(t)),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_approvals_pending Statements waiting for approval now."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_approvals_pending gauge");
+        let _ = writeln!(out, "portcullis_approvals_pending {pending_approvals}");
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_approvals_total Approval requests by outcome."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_approvals_total counter");
+        for (outcome, v) in [
+            ("approved", &self.approvals_approved),
+            ("denied", &self.approvals_denied),
+            ("timed_out", &self.approvals_timed_out),
+            ("abandoned", &self.approvals_abandoned),
+        ] {
+            let _ = writeln!(
+                out,
+                "portcullis_approvals_total{{outcome=\"{outcome}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_approval_wait_seconds Time held statements waited for a decision."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_approval_wait_seconds histogram");
+        self.approval_wait
+            .render(&mut out, "portcullis_approval_wait_seconds", "");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_histogram() {
+        let m = Metrics::default();
+        let t = m.target("app-db");
+        t.statements_allowed.fetch_add(3, Ordering::Relaxed);
+        t.statement_latency.observe(Duration::from_micros(50));
+        t.statement_latency.observe(Duration::from_millis(3));
+        let text = m.render(2);
+        assert!(
+            text.contains("portcullis_statements_total{target=\"app-db\",decision=\"allow\"} 3")
+        );
+        assert!(text.contains(
+            "portcullis_statement_duration_seconds_bucket{target=\"app-db\",le=\"0.0001\"} 1"
+        ));
+        assert!(text.contains(
+            "portcullis_statement_duration_seconds_bucket{target=\"app-db\",le=\"0.005\"} 2"
+        ));
+        assert!(text.contains("portcullis_statement_duration_seconds_count{target=\"app-db\"} 2"));
+        assert!(text.contains("portcullis_approvals_pending 2"));
+        assert!(text.contains("portcullis_approval_wait_seconds_bucket{le=\"+Inf\"} 0"));
+    }
+
+    #[test]
+    fn same_target_same_counters() {
+        let m = Metrics::default();
+        m.target("a").sessions_total.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(m.target("a").sessions_total.load(Ordering::Relaxed), 1);
+    }
+}
