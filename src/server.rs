@@ -59,6 +59,8 @@ pub struct SessionEntry {
     pub upstream_secret: Vec<u8>,
     /// Closing this ends the session (identity removed, token revoked, shutdown).
     pub kill: smol::channel::Sender<String>,
+    /// Tells a session that the client cancelled a statement waiting for approval.
+    pub hold_cancel: smol::channel::Sender<()>,
 }
 
 /// Failed authentications per client address, to slow down guessing. Bounded in size.

@@ -35,6 +35,16 @@ pub struct Classified {
     pub rule: Option<String>,
     /// "simple", "extended" or "fastpath".
     pub protocol: &'static str,
+    /// Extended protocol: the statement was parsed under an `approve` rule, so each Execute
+    /// waits for an approval of the statement with its bound parameters.
+    pub hold: Option<HoldRule>,
+}
+
+/// The `approve` rule that holds a statement.
+#[derive(Debug, Clone)]
+pub struct HoldRule {
+    pub rule: String,
+    pub message: String,
 }
 
 #[derive(Debug)]
@@ -345,6 +355,7 @@ mod tests {
             flags: Flags::empty(),
             rule: None,
             protocol: "simple",
+            hold: None,
         })
     }
 

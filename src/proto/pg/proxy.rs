@@ -12,9 +12,11 @@ use smol::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use smol::net::TcpStream;
 
 use super::codec::{self, Frontend};
-use super::pipeline::{Classified, Completion, Pipeline};
+use super::pipeline::{Classified, Completion, HoldRule, Pipeline};
 use super::startup::{self, Accepted, Refusal};
 use super::upstream;
+
+mod hold;
 use crate::audit::Event;
 use crate::config::{Action, Identity, Target};
 use crate::net::stream::Stream;
@@ -176,6 +178,8 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let pid = gw.allocate_pid();
     let cancel_secret: [u8; 4] = gw.random_bytes();
     let (kill_tx, kill_rx) = smol::channel::bounded::<String>(1);
+    let (hold_cancel_tx, hold_cancel_rx) = smol::channel::bounded::<()>(1);
+    let (notices_tx, notices_rx) = smol::channel::bounded::<Vec<u8>>(4);
     lock(&gw.sessions).insert(
         pid,
         SessionEntry {
@@ -186,6 +190,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
             upstream_pid: up.pid,
             upstream_secret: up.secret.clone(),
             kill: kill_tx,
+            hold_cancel: hold_cancel_tx,
         },
     );
     let _unregister = Unregister(gw.clone(), pid);
@@ -243,6 +248,14 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         stats: Mutex::new(Stats::default()),
         client_mid_write: std::sync::atomic::AtomicBool::new(false),
         counters,
+        origin: if token.origin.is_empty() {
+            format!("client {peer}")
+        } else {
+            format!("{} (client {peer})", token.origin)
+        },
+        notices: notices_tx,
+        notices_rx,
+        hold_cancel: hold_cancel_rx,
         max_body: gwcfg.max_message_size,
     };
 
@@ -333,6 +346,22 @@ struct Stats {
     blocked: u64,
 }
 
+/// What woke the downward half.
+enum Down {
+    Data(std::io::Result<usize>),
+    Notice(Vec<u8>),
+    Killed(String),
+}
+
+/// What woke the upward half while a statement waited for approval.
+enum Wait {
+    Done(hold::Waited),
+    /// The client sent more bytes (buffered, handled after the decision).
+    Data,
+    /// The client closed the connection.
+    Gone,
+}
+
 /// How a relay ended: quietly (a side closed), or with a FATAL error the client is told.
 enum Ending {
     Quiet(String),
@@ -353,6 +382,8 @@ enum Verdict {
     Replace(Vec<u8>),
     /// Stop the session with a FATAL error.
     Fatal(String),
+    /// Wait for an approval, then decide (see `hold.rs`).
+    Hold(Box<hold::Hold>),
 }
 
 struct Session {
@@ -370,6 +401,19 @@ struct Session {
     /// half-written message if the relay is stopped then.
     client_mid_write: std::sync::atomic::AtomicBool,
     counters: Arc<crate::metrics::TargetMetrics>,
+    /// Who or what asked, for approval requests: the token's origin and the client address.
+    origin: String,
+    /// Messages for the client that don't come from upstream (approval notices).
+    notices: smol::channel::Sender<Vec<u8>>,
+    notices_rx: smol::channel::Receiver<Vec<u8>>,
+    /// A CancelRequest for this session while a statement waits for approval.
+    hold_cancel: smol::channel::Receiver<()>,
+}
+
+/// A bound portal: the statement, and for held statements the parameters an approval covers.
+struct Portal {
+    info: Arc<Classified>,
+    params: Option<Vec<Option<Vec<u8>>>>,
 }
 
 /// What an SQL-level `PREPARE name AS ...` will do when executed.
@@ -385,7 +429,7 @@ struct Tables {
     /// Extended protocol: prepared statement name -> classification (decided at Parse).
     prepared: HashMap<String, Arc<Classified>>,
     /// Portal name -> the statement it was bound from.
-    portals: HashMap<String, Arc<Classified>>,
+    portals: HashMap<String, Portal>,
     /// SQL-level PREPARE name -> kinds and tables of the inner statement.
     sql_prepared: HashMap<String, SqlPrepared>,
     markers: u64,
@@ -459,6 +503,8 @@ impl Session {
             let mut buf = client_buf;
             let mut out = Vec::with_capacity(16 * 1024);
             let mut chunk = vec![0u8; 64 * 1024];
+            // Client bytes read while a statement waited for approval.
+            let mut extra: Vec<u8> = Vec::new();
             loop {
                 // Handle every complete frame in the buffer.
                 let mut pos = 0;
@@ -468,10 +514,74 @@ impl Session {
                             let len = frame.len;
                             let tag = frame.tag;
                             let whole = &buf[pos..pos + len];
-                            match this.on_client_message(tag, whole).await {
+                            let mut verdict = this.on_client_message(tag, whole).await;
+                            if let Verdict::Hold(hold) = verdict {
+                                // What was decided before the held message goes up now.
+                                if !out.is_empty() {
+                                    if let Err(e) = up_wr.write_all(&out).await {
+                                        return Ending::Quiet(format!("upstream write: {e}"));
+                                    }
+                                    let _ = up_wr.flush().await;
+                                    out.clear();
+                                }
+                                let _ = this.notices.send(this.held_notice(&hold)).await;
+                                while this.hold_cancel.try_recv().is_ok() {}
+                                // Wait; keep reading the client (to see it leave), buffering what
+                                // it pipelines meanwhile, up to a cap.
+                                let waited = loop {
+                                    let decided = async {
+                                        Wait::Done(match hold.outcome.recv().await {
+                                            Ok(o) => hold::Waited::Outcome(o),
+                                            Err(_) => hold::Waited::Outcome(
+                                                crate::approval::Outcome::Abandoned,
+                                            ),
+                                        })
+                                    };
+                                    let timer = async {
+                                        smol::Timer::at(hold.deadline).await;
+                                        Wait::Done(hold::Waited::TimedOut)
+                                    };
+                                    let cancel = async {
+                                        let _ = this.hold_cancel.recv().await;
+                                        Wait::Done(hold::Waited::Cancelled)
+                                    };
+                                    let read = async {
+                                        if extra.len() > this.max_body {
+                                            smol::future::pending::<()>().await;
+                                        }
+                                        match client_rd.read(&mut chunk).await {
+                                            Ok(0) | Err(_) => Wait::Gone,
+                                            Ok(n) => {
+                                                extra.extend_from_slice(&chunk[..n]);
+                                                Wait::Data
+                                            }
+                                        }
+                                    };
+                                    match decided.or(timer).or(cancel).or(read).await {
+                                        Wait::Done(w) => break w,
+                                        Wait::Data => continue,
+                                        Wait::Gone => {
+                                            let id = hold.request.id.clone();
+                                            this.gw.broker.abandon(&id, crate::server::now_unix());
+                                            this.gw
+                                                .metrics
+                                                .approvals_abandoned
+                                                .fetch_add(1, Ordering::Relaxed);
+                                            return Ending::Quiet(format!(
+                                                "client left while {id} waited for approval"
+                                            ));
+                                        }
+                                    }
+                                };
+                                verdict = this.resume(*hold, waited).await;
+                            }
+                            match verdict {
                                 Verdict::Forward => out.extend_from_slice(whole),
                                 Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
                                 Verdict::Fatal(msg) => return fatal("08P01", msg),
+                                Verdict::Hold(_) => {
+                                    return fatal("08P01", "internal: nested hold");
+                                }
                             }
                             pos += len;
                             if tag == b'X' {
@@ -487,6 +597,7 @@ impl Session {
                     }
                 }
                 buf.drain(..pos);
+                buf.append(&mut extra);
                 if !out.is_empty() {
                     if let Err(e) = up_wr.write_all(&out).await {
                         return Ending::Quiet(format!("upstream write: {e}"));
@@ -566,18 +677,36 @@ impl Session {
                     this.audit_completion(c).await;
                 }
                 // A kill (identity removed, token revoked, shutdown) wins over waiting for data.
-                let read = async { Ok(up_rd.read(&mut chunk).await) };
-                let killed = async {
-                    Err(kill
-                        .recv()
-                        .await
-                        .unwrap_or_else(|_| "gateway shutting down".into()))
+                let read = async { Down::Data(up_rd.read(&mut chunk).await) };
+                let notice = async {
+                    match this.notices_rx.recv().await {
+                        Ok(bytes) => Down::Notice(bytes),
+                        Err(_) => smol::future::pending().await,
+                    }
                 };
-                match read.or(killed).await {
-                    Ok(Ok(0)) => return Ending::Quiet("upstream closed".into()),
-                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                    Ok(Err(e)) => return Ending::Quiet(format!("upstream read: {e}")),
-                    Err(reason) => return fatal("57P01", format!("session terminated: {reason}")),
+                let killed = async {
+                    Down::Killed(
+                        kill.recv()
+                            .await
+                            .unwrap_or_else(|_| "gateway shutting down".into()),
+                    )
+                };
+                match read.or(notice).or(killed).await {
+                    Down::Data(Ok(0)) => return Ending::Quiet("upstream closed".into()),
+                    Down::Data(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    Down::Data(Err(e)) => return Ending::Quiet(format!("upstream read: {e}")),
+                    // Between two whole batches, so it can't split a message.
+                    Down::Notice(bytes) => {
+                        this.client_mid_write.store(true, Ordering::Relaxed);
+                        if let Err(e) = client_wr.write_all(&bytes).await {
+                            return Ending::Quiet(format!("client write: {e}"));
+                        }
+                        let _ = client_wr.flush().await;
+                        this.client_mid_write.store(false, Ordering::Relaxed);
+                    }
+                    Down::Killed(reason) => {
+                        return fatal("57P01", format!("session terminated: {reason}"))
+                    }
                 }
             }
         };
@@ -650,14 +779,11 @@ impl Session {
     }
 
     /// The ErrorResponse a refused statement gets.
-    fn refusal_error(&self, action: Action, rule: Option<&str>, message: &str) -> Vec<u8> {
-        let text = match action {
-            Action::Approve => format!("portcullis: {message} (approvals are not enabled on this gateway yet, so the statement is refused)"),
-            _ => format!("portcullis: {message}"),
-        };
+    fn refusal_error(&self, code: &str, rule: Option<&str>, message: &str) -> Vec<u8> {
+        let text = format!("portcullis: {message}");
         let detail = rule.map(|r| format!("rule: {r}"));
         let mut out = Vec::new();
-        codec::encode_error(&mut out, "ERROR", "42501", &text, detail.as_deref(), None);
+        codec::encode_error(&mut out, "ERROR", code, &text, detail.as_deref(), None);
         out
     }
 
@@ -674,7 +800,9 @@ impl Session {
                 self.on_parse(name.to_string(), sql.to_string()).await
             }
             Frontend::Bind {
-                portal, statement, ..
+                portal,
+                statement,
+                params,
             } => {
                 self.tables_mut(|t| {
                     let info = t.prepared.get(statement).cloned().or_else(|| {
@@ -689,6 +817,7 @@ impl Session {
                                 flags: p.flags,
                                 rule: None,
                                 protocol: "extended",
+                                hold: None,
                             })
                         })
                     });
@@ -696,7 +825,11 @@ impl Session {
                         Some(info)
                             if t.portals.len() < MAX_PREPARED || t.portals.contains_key(portal) =>
                         {
-                            t.portals.insert(portal.to_string(), info);
+                            // Parameters are kept only when an approval must cover them.
+                            let params = info.hold.as_ref().map(|_| {
+                                params.values.iter().map(|v| v.map(<[u8]>::to_vec)).collect()
+                            });
+                            t.portals.insert(portal.to_string(), Portal { info, params });
                         }
                         _ => {
                             t.portals.remove(portal);
@@ -819,16 +952,21 @@ impl Session {
     }
 
     /// Replace a refused message: the marker goes upstream and its syntax error comes back as ours.
-    fn refuse(
+    fn refuse(&self, rule: Option<&str>, message: &str, as_parse: bool, sync: bool) -> Verdict {
+        self.refuse_with("42501", rule, message, as_parse, sync)
+    }
+
+    /// Replace a refused message with a marker whose syntax error comes back as `code`/`message`.
+    fn refuse_with(
         &self,
-        action: Action,
+        code: &str,
         rule: Option<&str>,
         message: &str,
         as_parse: bool,
         sync: bool,
     ) -> Verdict {
         let marker = self.next_marker();
-        let error = self.refusal_error(action, rule, message);
+        let error = self.refusal_error(code, rule, message);
         let mut bytes = Vec::with_capacity(64);
         if as_parse {
             codec::encode_parse(&mut bytes, "", &marker, &[]);
@@ -863,10 +1001,20 @@ impl Session {
             Err(e) => return Verdict::Fatal(e),
         };
         if let Some(j) = Self::first_refusal(&judged) {
-            let (action, rule, message) = Self::refusal_of(j);
+            if judged.iter().all(|j| j.decision.action != Action::Block) {
+                // Only `approve` refusals: hold the whole query string for a human.
+                return self.hold_query(text, judged).await;
+            }
+            let (_, rule, message) = Self::refusal_of(j);
             self.audit_refusal(&text, &judged, "simple").await;
-            return self.refuse(action, rule.as_deref(), &message, false, true);
+            return self.refuse(rule.as_deref(), &message, false, true);
         }
+        self.admit_query(text, judged).await
+    }
+
+    /// Forward an allowed (or approved) query string: durable intent events for what may write,
+    /// then one pipeline entry per statement.
+    async fn admit_query(&self, text: String, judged: Vec<Judged>) -> Verdict {
         let mut lexer_check = false;
         let mut infos = Vec::with_capacity(judged.len());
         for j in judged {
@@ -894,13 +1042,12 @@ impl Session {
                 flags: j.stmt.flags,
                 rule: j.decision.rule,
                 protocol: "simple",
+                hold: None,
             }));
         }
         for info in infos.iter().filter(|i| i.kinds.may_write()) {
             if !self.audit_intent(info).await {
-                return self.refuse(
-                    Action::Block,
-                    None,
+                return self.refuse(None,
                     "the audit log is unavailable; statements that may write are refused",
                     false,
                     true,
@@ -930,17 +1077,23 @@ impl Session {
             Ok(j) => j,
             Err(e) => return Verdict::Fatal(e),
         };
+        let mut hold = None;
         if let Some(j) = Self::first_refusal(&judged) {
-            let (action, rule, message) = Self::refusal_of(j);
-            self.audit_refusal(&text, &judged, "extended").await;
-            return self.refuse(action, rule.as_deref(), &message, true, false);
+            if judged.iter().all(|j| j.decision.action != Action::Block) {
+                // Parsing runs nothing: let it through, and hold each Execute for approval of
+                // the statement with its parameters.
+                let (_, rule, message) = Self::refusal_of(j);
+                hold = Some(HoldRule { rule: rule.unwrap_or_default(), message });
+            } else {
+                let (_, rule, message) = Self::refusal_of(j);
+                self.audit_refusal(&text, &judged, "extended").await;
+                return self.refuse(rule.as_deref(), &message, true, false);
+            }
         }
         if lock(&self.tables).prepared.len() >= MAX_PREPARED
             && !lock(&self.tables).prepared.contains_key(&name)
         {
-            return self.refuse(
-                Action::Block,
-                None,
+            return self.refuse(None,
                 "too many prepared statements in this session",
                 true,
                 false,
@@ -964,6 +1117,7 @@ impl Session {
             flags,
             rule,
             protocol: "extended",
+            hold,
         });
         self.tables_mut(|t| {
             t.batch_lexer_check |= !lexer_safe(kinds, flags);
@@ -973,22 +1127,29 @@ impl Session {
     }
 
     async fn on_execute(&self, portal: String) -> Verdict {
-        let info = lock(&self.tables).portals.get(&portal).cloned();
-        let Some(info) = info else {
+        let found = lock(&self.tables)
+            .portals
+            .get(&portal)
+            .map(|p| (p.info.clone(), p.params.clone()));
+        let Some((info, params)) = found else {
             // Every portal the gateway allowed was seen at Bind; an unknown one (a cursor made by
             // DECLARE, or a Bind of an unknown statement) is refused rather than run unseen.
-            return self.refuse(
-                Action::Block,
-                None,
+            return self.refuse(None,
                 &format!("portal {portal:?} was not prepared through the gateway"),
                 true,
                 false,
             );
         };
+        if let Some(rule) = &info.hold {
+            let rule = rule.clone();
+            return self.hold_execute(info, params.unwrap_or_default(), rule).await;
+        }
+        self.admit_execute(info).await
+    }
+
+    async fn admit_execute(&self, info: Arc<Classified>) -> Verdict {
         if info.kinds.may_write() && !self.audit_intent(&info).await {
-            return self.refuse(
-                Action::Block,
-                None,
+            return self.refuse(None,
                 "the audit log is unavailable; statements that may write are refused",
                 true,
                 false,
@@ -1018,9 +1179,9 @@ impl Session {
             Err(e) => return Verdict::Fatal(e),
         };
         if let Some(j) = Self::first_refusal(&judged) {
-            let (action, rule, message) = Self::refusal_of(j);
+            let (_, rule, message) = Self::refusal_of(j);
             self.audit_refusal(&text, &judged, "fastpath").await;
-            return self.refuse(action, rule.as_deref(), &message, false, true);
+            return self.refuse(rule.as_deref(), &message, false, true);
         }
         let rule = judged.into_iter().next().and_then(|j| j.decision.rule);
         let info = Arc::new(Classified {
@@ -1030,11 +1191,10 @@ impl Session {
             flags: Flags::empty(),
             rule,
             protocol: "fastpath",
+            hold: None,
         });
         if !self.audit_intent(&info).await {
-            return self.refuse(
-                Action::Block,
-                None,
+            return self.refuse(None,
                 "the audit log is unavailable; statements that may write are refused",
                 false,
                 true,

@@ -512,8 +512,12 @@ async fn handle_cancel(gw: &Gateway, pid: i32, secret: &[u8]) {
     let found = {
         let sessions = lock(&gw.sessions);
         sessions.get(&pid).and_then(|s| {
-            scram::ct_eq(&s.cancel_secret, secret)
-                .then(|| (s.target.clone(), s.upstream_pid, s.upstream_secret.clone()))
+            scram::ct_eq(&s.cancel_secret, secret).then(|| {
+                // A statement waiting for approval is cancelled at the gateway; a running one
+                // upstream. Both are told: only one of them is in progress.
+                let _ = s.hold_cancel.try_send(());
+                (s.target.clone(), s.upstream_pid, s.upstream_secret.clone())
+            })
         })
     };
     let Some((target_name, upid, usecret)) = found else {
