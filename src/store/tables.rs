@@ -16,6 +16,11 @@ pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// reads only the tokens of one identity and target. Maintained in the same transaction as `TOKENS`.
 pub const TOKEN_INDEX: TableDefinition<&str, u64> = TableDefinition::new("token_index");
 
+/// Bearer-token index: `HMAC-SHA256(gateway_key, "bearer\0" || secret)` (32 bytes) -> token id, so
+/// a token presented without identity (approvals API) is found in O(1). Maintained with `TOKENS`
+/// (issue, purge); the key is also kept in the token record so purge can delete the row.
+pub const BEARER_INDEX: TableDefinition<&[u8], &str> = TableDefinition::new("bearer_index");
+
 /// The hash-chained audit log: sequence number (from 1, no gaps) -> version byte, SHA-256 of the
 /// line (32 bytes), the JSON line. Written only by the audit writer thread.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
