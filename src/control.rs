@@ -65,6 +65,11 @@ pub const EXPORT_MAX_LINES: usize = 10_000;
 pub const EXPORT_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Longest scope name.
 const MAX_SCOPE_LEN: usize = 64;
+/// The scopes a token may have: `connect` opens sessions to a target; `approve` authenticates an
+/// approver to the HTTP API (`Authorization: Bearer pct_...`) and web page.
+pub const SCOPES: [&str; 2] = ["connect", "approve"];
+/// What an `approve` token stores as its target (it opens no target).
+pub const NO_TARGET: &str = "-";
 
 const MAGIC: &str = "PCTL1";
 
@@ -100,8 +105,10 @@ pub enum Response {
 
 /// Runs one request: the socket server and the CLI's offline path share this.
 ///
-/// Policy checks for `TokenIssue`: the identity exists; the target exists when the scope is
-/// `connect`; 1 <= ttl <= `gateway.max_token_ttl` and, for service identities, <= their `max_ttl`
+/// Policy checks for `TokenIssue`: the identity exists; the scope is `connect` or `approve`
+/// ([`SCOPES`]); for `connect` the target exists; for `approve` (bearer tokens of the approvals
+/// HTTP API and web page) the target is empty or `-` (stored as `-`) and `uses` is not given (a
+/// bearer token serves a session of requests); 1 <= ttl <= `gateway.max_token_ttl` and, for service identities, <= their `max_ttl`
 /// (the error names the cap); `uses` >= 1 when given; origin at most 512 characters. Each issue and
 /// revoke is audited durably (`token_issued` / `token_revoked`, never the secret); a token whose
 /// audit event cannot be written is revoked again and the answer is an error.
@@ -194,9 +201,27 @@ fn issue(
     if bad_name(scope, MAX_SCOPE_LEN) {
         return Err("scope must be 1 to 64 characters, without control characters".into());
     }
+    if !SCOPES.contains(&scope) {
+        return Err(format!(
+            "unknown scope {scope:?}; use \"connect\" (sessions to a target) or \"approve\" (the approvals API and page)"
+        ));
+    }
     if scope == "connect" && policy.target(target).is_none() {
         return Err(format!("unknown target {target:?} (not in {source})"));
     }
+    let target = if scope == "approve" {
+        if !(target.is_empty() || target == NO_TARGET) {
+            return Err(format!(
+                "approve tokens open no target; leave the target empty or \"{NO_TARGET}\" (got {target:?})"
+            ));
+        }
+        if uses.is_some() {
+            return Err("approve tokens can't have --uses".into());
+        }
+        NO_TARGET
+    } else {
+        target
+    };
     if bad_name(target, crate::identity::tokens::MAX_NAME_LEN) {
         return Err("target must be 1 to 256 bytes, without control characters".into());
     }
@@ -801,6 +826,8 @@ mod tests {
                 max_message_size: 1 << 20,
                 max_token_ttl: Duration::from_secs(86_400),
                 audit_flush_interval: Duration::from_millis(50),
+                http: None,
+                webhooks: vec![],
             },
             identities: vec![
                 ident("alice", IdentityKind::Human, None),
@@ -925,11 +952,22 @@ mod tests {
         );
         let e = error_of(f.run(issue_req("alice", "nope", "connect", 60)));
         assert!(e.contains("unknown target \"nope\""), "{e}");
-        // Other scopes need no target from the policy.
+        // Approve tokens name no target; other scopes are unknown.
         assert!(matches!(
-            f.run(issue_req("alice", "approvals", "approve", 60)),
+            f.run(issue_req("alice", "", "approve", 60)),
             Response::Issued(_)
         ));
+        let e = error_of(f.run(issue_req("alice", "app-db", "approve", 60)));
+        assert!(e.contains("approve tokens open no target"), "{e}");
+        let e = error_of(f.run(issue_req("alice", "app-db", "admin", 60)));
+        assert!(e.contains("unknown scope \"admin\""), "{e}");
+        let e = error_of(f.run(issue_req("mallory", "-", "approve", 60)));
+        assert!(e.contains("unknown or disabled identity"), "{e}");
+        let mut r = issue_req("alice", "-", "approve", 60);
+        if let Request::TokenIssue { uses, .. } = &mut r {
+            *uses = Some(1);
+        }
+        assert_eq!(error_of(f.run(r)), "approve tokens can't have --uses");
         let e = error_of(f.run(issue_req("alice", "app-db", "connect", 86_401)));
         assert_eq!(
             e,

@@ -70,6 +70,20 @@ pub struct Gateway {
     /// Longest delay before an audit event of a read statement is durable (default 200ms). Events of
     /// statements that may write are durable before the statement is forwarded.
     pub audit_flush_interval: Duration,
+    /// The built-in HTTP endpoint (approvals page and API, /metrics, /healthz); `None` = off.
+    pub http: Option<HttpConfig>,
+    /// `https://` URLs that get a JSON POST for each new approval request.
+    pub webhooks: Vec<String>,
+}
+
+/// `[gateway] http = { ... }`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// TLS for the endpoint. Without it the endpoint is plain HTTP, which validation allows only on
+    /// a loopback address unless `allow_plain_http` is true.
+    pub tls: Option<TlsFiles>,
+    pub allow_plain_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,4 +238,9 @@ pub struct Rule {
     pub approvers: Vec<Who>,
     /// For `approve`: how long a request waits (default 10m).
     pub timeout: Duration,
+    /// For `approve`: how many distinct approvers must say yes (1..=10, default 1).
+    pub approvals: u32,
+    /// For `approve`: after an approval, the same statement (same text) by the same identity on the
+    /// same target runs without asking again for this long. `None` = every run asks.
+    pub grant: Option<Duration>,
 }

@@ -39,6 +39,17 @@ pub(crate) struct RawGateway {
     pub max_message_size: Option<Spanned<RawSize>>,
     pub max_token_ttl: Option<Spanned<String>>,
     pub audit_flush_interval: Option<Spanned<String>>,
+    pub http: Option<Spanned<RawHttp>>,
+    pub webhooks: Option<SpannedList>,
+}
+
+/// `[gateway] http = { listen, tls = { cert, key }, allow_plain_http }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub listen: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawTls>>,
+    pub allow_plain_http: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +113,8 @@ pub(crate) struct RawRule {
     pub message: Option<Spanned<String>>,
     pub approvers: Option<SpannedList>,
     pub timeout: Option<Spanned<String>>,
+    pub approvals: Option<Spanned<i64>>,
+    pub grant: Option<Spanned<String>>,
 }
 
 /// A size as written: a plain integer (bytes) or a string with a unit (`"64MiB"`).

@@ -123,6 +123,11 @@ fn example_policy_parses_with_documented_values() {
     let approve = &p.rules[1];
     assert_eq!(approve.approvers, vec![Who::Role("dba".into())]);
     assert_eq!(approve.timeout, Duration::from_secs(600));
+    assert_eq!((approve.approvals, approve.grant), (1, None));
+    let http = p.gateway.http.as_ref().unwrap_or_else(|| panic!("http"));
+    assert_eq!(http.listen.to_string(), "127.0.0.1:8443");
+    assert!(http.tls.is_none() && !http.allow_plain_http);
+    assert!(p.gateway.webhooks.is_empty());
     assert_eq!(p.rules[2].flags, crate::policy::kinds::Flags::NO_WHERE);
 }
 
@@ -877,4 +882,248 @@ fn a_bad_target_is_reported_once_not_at_each_rule() {
     );
     let ps = problems(&text);
     assert!(ps.iter().all(|p| (p.line, p.col) == (3, 1)), "{ps:#?}");
+}
+
+#[test]
+fn approvals_and_grant_default_and_parse() {
+    let rule =
+        "[[rule]]\nname = \"r\"\nwho = [\"*\"]\naction = \"approve\"\napprovers = [\"alice\"]\n";
+    let p = ok(&format!("{BASE}{rule}"));
+    assert_eq!((p.rules[1].approvals, p.rules[1].grant), (1, None));
+    let p = ok(&format!("{BASE}{rule}approvals = 2\ngrant = \"15m\"\n"));
+    assert_eq!(p.rules[1].approvals, 2);
+    assert_eq!(p.rules[1].grant, Some(Duration::from_secs(900)));
+    let p = ok(&format!("{BASE}{rule}approvals = 10\n"));
+    assert_eq!(p.rules[1].approvals, 10);
+    // Rules that don't approve get the neutral values.
+    assert_eq!((p.rules[0].approvals, p.rules[0].grant), (1, None));
+}
+
+#[test]
+fn rejects_approvals_out_of_range_and_on_other_actions() {
+    let rule = "[[rule]]\nname = \"r\"\nwho = [\"*\"]\n";
+    let approve = format!("{rule}action = \"approve\"\napprovers = [\"alice\"]\n");
+    one_problem(
+        &format!("{BASE}{approve}approvals = 0\n"),
+        23,
+        13,
+        "`approvals` must be between 1 and 10",
+    );
+    one_problem(
+        &format!("{BASE}{approve}approvals = 11\n"),
+        23,
+        13,
+        "between 1 and 10",
+    );
+    one_problem(
+        &format!("{BASE}{approve}approvals = -1\n"),
+        23,
+        13,
+        "between 1 and 10",
+    );
+    one_problem(
+        &format!("{BASE}{approve}approvals = \"two\"\n"),
+        23,
+        13,
+        "invalid type",
+    );
+    one_problem(
+        &format!("{BASE}{rule}action = \"block\"\napprovals = 2\n"),
+        22,
+        13,
+        "`approvals` is only used with `action = \"approve\"`",
+    );
+}
+
+#[test]
+fn rejects_bad_grant_and_grant_on_other_actions() {
+    let rule = "[[rule]]\nname = \"r\"\nwho = [\"*\"]\n";
+    let approve = format!("{rule}action = \"approve\"\napprovers = [\"alice\"]\n");
+    one_problem(
+        &format!("{BASE}{approve}grant = \"a while\"\n"),
+        23,
+        9,
+        "`grant` = \"a while\" is not a duration",
+    );
+    one_problem(
+        &format!("{BASE}{approve}grant = \"0s\"\n"),
+        23,
+        9,
+        "`grant` must be longer than zero",
+    );
+    one_problem(
+        &format!("{BASE}{rule}action = \"allow\"\ngrant = \"15m\"\n"),
+        22,
+        9,
+        "`grant` is only used with `action = \"approve\"`",
+    );
+}
+
+#[test]
+fn http_defaults_off_and_parses_loopback_plain_http() {
+    let p = ok(GW);
+    assert!(p.gateway.http.is_none() && p.gateway.webhooks.is_empty());
+    let p = ok(&format!("{GW}http = {{ listen = \"127.0.0.1:8443\" }}\n"));
+    let h = p.gateway.http.unwrap_or_else(|| panic!("http"));
+    assert_eq!(
+        h.listen,
+        "127.0.0.1:8443".parse().unwrap_or_else(|_| panic!())
+    );
+    assert!(h.tls.is_none() && !h.allow_plain_http);
+    let p = ok(&format!("{GW}http = {{ listen = \"[::1]:8443\" }}\n"));
+    assert!(p.gateway.http.is_some());
+}
+
+#[test]
+fn plain_http_off_loopback_needs_allow_plain_http() {
+    one_problem(
+        &format!("{GW}http = {{ listen = \"0.0.0.0:8443\" }}\n"),
+        3,
+        19,
+        "not a loopback address",
+    );
+    let ps = problems(&format!("{GW}http = {{ listen = \"10.0.0.5:8443\" }}\n"));
+    assert!(
+        ps[0].message.contains("allow_plain_http = true") && ps[0].message.contains("tls"),
+        "{:?}",
+        ps[0].message
+    );
+    let p = ok(&format!(
+        "{GW}http = {{ listen = \"0.0.0.0:8443\", allow_plain_http = true }}\n"
+    ));
+    let h = p.gateway.http.unwrap_or_else(|| panic!("http"));
+    assert!(h.allow_plain_http && h.tls.is_none());
+}
+
+#[test]
+fn rejects_bad_or_missing_http_listen_and_unknown_http_keys() {
+    one_problem(
+        &format!("{GW}http = {{ listen = \"localhost:8443\" }}\n"),
+        3,
+        19,
+        "http listen = \"localhost:8443\" is not an IP address and port",
+    );
+    one_problem(
+        &format!("{GW}http = {{ allow_plain_http = true }}\n"),
+        3,
+        8,
+        "`http` is missing `listen`",
+    );
+    one_problem(
+        &format!("{GW}http = {{ listen = \"127.0.0.1:8443\", port = 1 }}\n"),
+        3,
+        37,
+        "unknown key `port`",
+    );
+    one_problem(
+        &format!("{GW}http = {{ listen = \"127.0.0.1:8443\", allow_plain_http = \"yes\" }}\n"),
+        3,
+        56,
+        "invalid type",
+    );
+}
+
+#[test]
+fn http_listen_may_not_share_a_target_port() {
+    let text = BASE.replacen(
+        "data_dir = \"/tmp/portcullis-test\"\n",
+        "data_dir = \"/tmp/portcullis-test\"\nhttp = { listen = \"127.0.0.1:6432\" }\n",
+        1,
+    );
+    one_problem(&text, 3, 19, "already used by target \"db\"");
+}
+
+#[cfg(unix)]
+#[test]
+fn http_tls_files_must_exist_and_allow_any_address() {
+    let dir = temp_dir("http-tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    write_file(&cert, 0o644);
+    write_file(&key, 0o600);
+    let p = ok(&format!(
+        "{GW}http = {{ listen = \"0.0.0.0:8443\", tls = {{ cert = {:?}, key = {:?} }} }}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    let h = p.gateway.http.unwrap_or_else(|| panic!("http"));
+    let tls = h.tls.unwrap_or_else(|| panic!("tls"));
+    assert_eq!((tls.cert, tls.key), (cert.clone(), key.clone()));
+
+    let missing = dir.join("nope.pem");
+    let ps = problems(&format!(
+        "{GW}http = {{ listen = \"0.0.0.0:8443\", tls = {{ cert = {:?}, key = {:?} }} }}\n",
+        missing.display().to_string(),
+        key.display().to_string()
+    ));
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!((ps[0].line, ps[0].col), (3, 50));
+    assert!(
+        ps[0].message.contains("`http.tls.cert`: cannot use"),
+        "{}",
+        ps[0].message
+    );
+    one_problem(
+        &format!(
+            "{GW}http = {{ listen = \"0.0.0.0:8443\", tls = {{ cert = {:?} }} }}\n",
+            cert.display().to_string()
+        ),
+        3,
+        41,
+        "`http.tls` is missing `key`",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn webhooks_parse_as_https_urls() {
+    let p = ok(&format!(
+        "{GW}webhooks = [\"https://hooks.example.com/services/T0/B0/x\", \"https://10.0.0.1:8443/hook?a=b\", \"https://[::1]:9/\", \"https://h\"]\n"
+    ));
+    assert_eq!(
+        p.gateway.webhooks,
+        [
+            "https://hooks.example.com/services/T0/B0/x",
+            "https://10.0.0.1:8443/hook?a=b",
+            "https://[::1]:9/",
+            "https://h"
+        ]
+    );
+}
+
+#[test]
+fn rejects_webhooks_that_are_not_plain_https_urls() {
+    for (url, needle) in [
+        ("http://hooks.example.com/x", "is not an https:// URL"),
+        ("hooks.example.com/x", "is not an https:// URL"),
+        ("https:///x", "has no host"),
+        ("https://user:pw@hooks.example.com/x", "has credentials"),
+        ("https://hooks.example.com:0/x", "bad host or port"),
+        ("https://hooks.example.com:99999/x", "bad host or port"),
+        ("https://hooks example.com/x", "has spaces"),
+        ("https://hooks.exämple.com/x", "non-ASCII"),
+        ("https://[::1/x", "bad host or port"),
+        ("https://ho$t/x", "bad host"),
+    ] {
+        one_problem(&format!("{GW}webhooks = [{url:?}]\n"), 3, 13, needle);
+    }
+    one_problem(
+        &format!("{GW}webhooks = [\"https://a/\", \"ftp://b/\"]\n"),
+        3,
+        27,
+        "is not an https:// URL",
+    );
+    let long = format!("https://h/{}", "a".repeat(2048));
+    one_problem(
+        &format!("{GW}webhooks = [{long:?}]\n"),
+        3,
+        13,
+        "longer than 2048",
+    );
+    let many: Vec<String> = (0..17).map(|i| format!("\"https://h{i}/\"")).collect();
+    one_problem(
+        &format!("{GW}webhooks = [{}]\n", many.join(", ")),
+        3,
+        12,
+        "more than 16 URLs",
+    );
 }

@@ -32,6 +32,12 @@ const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_AUDIT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most approvals a rule may require.
+const MAX_APPROVALS: i64 = 10;
+/// Most webhook URLs.
+const MAX_WEBHOOKS: usize = 16;
+/// Longest webhook URL.
+const MAX_URL_LEN: usize = 2048;
 
 struct Ctx<'a> {
     text: &'a str,
@@ -208,6 +214,33 @@ impl Ctx<'_> {
         Some(path)
     }
 
+    /// `tls = { cert, key }` whose files exist and are readable; `key` names the table in messages
+    /// (`"http.tls"`).
+    fn tls_files(&mut self, t: &Spanned<RawTls>, key: &str) -> Option<TlsFiles> {
+        let tr = t.get_ref();
+        let what = format!("`{key}`");
+        let cert = self.required(
+            &tr.cert,
+            t.span(),
+            "cert",
+            &what,
+            "\"/etc/portcullis/tls/cert.pem\"",
+        );
+        let cert = cert.and_then(|c| self.readable_file(c, &format!("{key}.cert")));
+        let key_file = self.required(
+            &tr.key,
+            t.span(),
+            "key",
+            &what,
+            "\"/etc/portcullis/tls/key.pem\"",
+        );
+        let key_file = key_file.and_then(|k| self.readable_file(k, &format!("{key}.key")));
+        Some(TlsFiles {
+            cert: cert?,
+            key: key_file?,
+        })
+    }
+
     /// One entry of `who`, `approvers` or `read_only_for`.
     fn who(&mut self, v: &Spanned<String>, identities: &HashSet<&str>, key: &str) -> Option<Who> {
         let s = v.get_ref().as_str();
@@ -317,6 +350,23 @@ pub(crate) fn validate(
         .filter_map(|t| raw_name(&t.get_ref().name))
         .collect();
     let rules = rules(&mut cx, &raw.rule, &identity_names, &target_names);
+    if let (Some(h), Some(listen)) = (
+        &gateway.http,
+        raw.gateway
+            .as_ref()
+            .and_then(|g| g.get_ref().http.as_ref())
+            .and_then(|h| h.get_ref().listen.as_ref()),
+    ) {
+        if let Some(t) = targets.iter().find(|t| listen_conflict(t.listen, h.listen)) {
+            cx.err(
+                listen.span(),
+                format!(
+                    "http listen address {} is already used by target {:?}; give the HTTP endpoint its own port",
+                    h.listen, t.name
+                ),
+            );
+        }
+    }
 
     if cx.problems.is_empty() {
         Ok(Policy {
@@ -342,6 +392,8 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
         audit_flush_interval: DEFAULT_AUDIT_FLUSH_INTERVAL,
+        http: None,
+        webhooks: Vec::new(),
     };
     let Some(raw) = raw else {
         cx.err(
@@ -430,7 +482,114 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
             ),
         }
     }
+    g.http = r.http.as_ref().and_then(|h| http(cx, h));
+    if let Some(list) = &r.webhooks {
+        if list.get_ref().len() > MAX_WEBHOOKS {
+            cx.err(
+                list.span(),
+                format!(
+                    "`webhooks` lists more than {MAX_WEBHOOKS} URLs; keep at most {MAX_WEBHOOKS}"
+                ),
+            );
+        }
+        for v in list.get_ref() {
+            match check_webhook_url(v.get_ref()) {
+                Ok(()) => g.webhooks.push(v.get_ref().clone()),
+                Err(why) => cx.err(
+                    v.span(),
+                    format!(
+                        "webhook {:?} {why}; write e.g. \"https://hooks.example.com/services/T0/B0/XXXX\"",
+                        v.get_ref()
+                    ),
+                ),
+            }
+        }
+    }
     g
+}
+
+/// `[gateway] http = { listen, tls, allow_plain_http }`.
+fn http(cx: &mut Ctx<'_>, raw: &Spanned<RawHttp>) -> Option<HttpConfig> {
+    let r = raw.get_ref();
+    let tls = r.tls.as_ref().and_then(|t| cx.tls_files(t, "http.tls"));
+    let allow_plain_http = r.allow_plain_http.as_ref().is_some_and(|v| *v.get_ref());
+    let v = cx.required(
+        &r.listen,
+        raw.span(),
+        "listen",
+        "`http`",
+        "\"127.0.0.1:8443\"",
+    )?;
+    let listen = match v.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            cx.err(
+                v.span(),
+                format!(
+                    "http listen = {:?} is not an IP address and port; write e.g. \"127.0.0.1:8443\" or \"[::1]:8443\"",
+                    v.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    // Approvers' tokens and session cookies cross this endpoint: in clear text only where no one
+    // else can listen, unless the administrator says otherwise (e.g. TLS ends in a proxy in front).
+    if r.tls.is_none() && !allow_plain_http && !listen.ip().is_loopback() {
+        cx.err(
+            v.span(),
+            format!(
+                "http listen {listen} is not a loopback address, and plain HTTP would send approvers' tokens in clear text: add `tls = {{ cert = \"...\", key = \"...\" }}`, listen on 127.0.0.1, or set `allow_plain_http = true` (e.g. behind a TLS-terminating proxy)"
+            ),
+        );
+        return None;
+    }
+    let tls = match (&r.tls, tls) {
+        (Some(_), None) => return None, // already reported
+        (_, tls) => tls,
+    };
+    Some(HttpConfig {
+        listen,
+        tls,
+        allow_plain_http,
+    })
+}
+
+/// A webhook URL: `https://host[:port]/path`, no credentials, no spaces or control characters.
+fn check_webhook_url(s: &str) -> Result<(), &'static str> {
+    if s.len() > MAX_URL_LEN {
+        return Err("is longer than 2048 bytes");
+    }
+    let rest = s
+        .strip_prefix("https://")
+        .ok_or("is not an https:// URL (webhooks are sent over TLS only)")?;
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("has spaces, control or non-ASCII characters");
+    }
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if !(path.is_empty() || path.starts_with('/')) {
+        return Err("has no path after the host; add \"/\"");
+    }
+    if authority.contains('@') {
+        return Err("has credentials before the host; put secrets in the path, as Slack does");
+    }
+    if authority.is_empty() {
+        return Err("has no host");
+    }
+    let has_port = if authority.starts_with('[') {
+        !authority.ends_with(']')
+    } else {
+        authority.contains(':')
+    };
+    if has_port {
+        parse_host_port(authority).map_err(|_| "has a bad host or port")?;
+    } else {
+        parse_host_port(&format!("{authority}:443")).map_err(|_| "has a bad host")?;
+    }
+    Ok(())
 }
 
 fn identities(cx: &mut Ctx<'_>, raw: &[Spanned<RawIdentity>], gateway: &Gateway) -> Vec<Identity> {
@@ -1038,6 +1197,37 @@ fn rules(
             }
             _ => DEFAULT_APPROVAL_TIMEOUT,
         };
+        let approvals = match (&r.approvals, action) {
+            (Some(v), Some(Action::Approve)) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=MAX_APPROVALS).contains(v.get_ref()) => n,
+                _ => {
+                    cx.err(
+                        v.span(),
+                        format!("`approvals` must be between 1 and {MAX_APPROVALS}: how many different approvers must say yes"),
+                    );
+                    1
+                }
+            },
+            (Some(v), Some(_)) => {
+                cx.err(
+                    v.span(),
+                    "`approvals` is only used with `action = \"approve\"`; remove it or change the action",
+                );
+                1
+            }
+            _ => 1,
+        };
+        let grant = match (&r.grant, action) {
+            (Some(v), Some(Action::Approve)) => cx.duration(v, "grant", false),
+            (Some(v), Some(_)) => {
+                cx.err(
+                    v.span(),
+                    "`grant` is only used with `action = \"approve\"`; remove it or change the action",
+                );
+                None
+            }
+            _ => None,
+        };
 
         let Some(action) = action else { continue };
         out.push(Rule {
@@ -1052,6 +1242,8 @@ fn rules(
             message: r.message.as_ref().map(|m| m.get_ref().clone()),
             approvers,
             timeout,
+            approvals,
+            grant,
         });
     }
     out

@@ -8,6 +8,12 @@
 //!   [`SCRAM_ITERATIONS`] and a salt that depends only on (identity, target):
 //!   `salt = HMAC-SHA256(gateway_key, "scram-salt\0" || identity || "\0" || target)[..16]`.
 //!
+//! * Bearer index: every token issued by this version also gets a row
+//!   `HMAC-SHA256(gateway_key, "bearer\0" || secret) -> id` in `BEARER_INDEX`, so a token presented
+//!   without its identity (`Authorization: Bearer pct_...` on the approvals API) is found in O(1)
+//!   by [`Tokens::find_bearer`]. The row reveals nothing to whoever reads the store without the
+//!   gateway key, and secrets are 256-bit random, so the index can't be searched by guessing.
+//!
 //! Why one salt per (identity, target): in SCRAM the server sends the salt before it knows which
 //! token the client holds, so all live tokens of one identity and target share it and the client's
 //! proof is checked against each of their verifiers. Tokens are 256-bit random, so a shared salt
@@ -23,7 +29,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::store::codec::{Dec, Enc};
-use crate::store::tables::{TOKENS, TOKEN_INDEX};
+use crate::store::tables::{BEARER_INDEX, TOKENS, TOKEN_INDEX};
 use crate::store::{Store, StoreError};
 
 /// PBKDF2 iterations of the SCRAM verifier (PostgreSQL's default, RFC 7677's example).
@@ -42,8 +48,12 @@ pub const MAX_NAME_LEN: usize = 256;
 /// Longest origin (who or what asked for the token), in characters.
 pub const MAX_ORIGIN_LEN: usize = 512;
 
-/// Version byte of a token record.
-const RECORD_VERSION: u8 = 1;
+/// Version byte of a token record without a bearer index key (issued before the index existed).
+const RECORD_VERSION_1: u8 = 1;
+/// Version byte of a token record that ends with its 32-byte bearer index key.
+const RECORD_VERSION: u8 = 2;
+/// Domain separation of the bearer index key from the SCRAM salts (same gateway key).
+const BEARER_LABEL: &[u8] = b"bearer\0";
 
 /// A SCRAM-SHA-256 verifier: what the server keeps instead of the password (RFC 5802 §3).
 pub use crate::proto::pg::scram::ScramVerifier as Verifier;
@@ -119,11 +129,18 @@ struct Record {
     origin: String,
     revoked: bool,
     verifier: Verifier,
+    /// Key of this token's `BEARER_INDEX` row (`None` for version-1 records, which have none).
+    bearer_key: Option<[u8; 32]>,
 }
 
 impl Record {
     fn encode(&self) -> Vec<u8> {
-        Enc::new(RECORD_VERSION)
+        let version = if self.bearer_key.is_some() {
+            RECORD_VERSION
+        } else {
+            RECORD_VERSION_1
+        };
+        let enc = Enc::new(version)
             .str(&self.identity)
             .str(&self.target)
             .str(&self.scope)
@@ -134,13 +151,20 @@ impl Record {
             .str(&self.origin)
             .bool(self.revoked)
             .fixed(&self.verifier.stored_key)
-            .fixed(&self.verifier.server_key)
-            .finish()
+            .fixed(&self.verifier.server_key);
+        match &self.bearer_key {
+            Some(k) => enc.fixed(k).finish(),
+            None => enc.finish(),
+        }
     }
 
     fn decode(buf: &[u8]) -> Result<Record, StoreError> {
-        let mut d = Dec::new(buf, RECORD_VERSION, "token record")?;
-        let r = Record {
+        let version = match buf.first() {
+            Some(&RECORD_VERSION_1) => RECORD_VERSION_1,
+            _ => RECORD_VERSION,
+        };
+        let mut d = Dec::new(buf, version, "token record")?;
+        let mut r = Record {
             identity: d.string()?,
             target: d.string()?,
             scope: d.string()?,
@@ -154,7 +178,11 @@ impl Record {
                 stored_key: d.array()?,
                 server_key: d.array()?,
             },
+            bearer_key: None,
         };
+        if version == RECORD_VERSION {
+            r.bearer_key = Some(d.array()?);
+        }
         d.finish()?;
         Ok(r)
     }
@@ -239,12 +267,16 @@ impl Tokens {
         if uses == Some(0) {
             return Err(StoreError::InvalidInput("uses must be at least 1"));
         }
+        if scope == "approve" && uses.is_some() {
+            return Err(StoreError::InvalidInput("approve tokens can't have --uses"));
+        }
 
         let mut raw = [0u8; 32];
         self.rng.fill(&mut raw).map_err(|_| StoreError::Random)?;
         let secret = format!("{SECRET_PREFIX}{}", base64url(&raw));
         let salt = self.scram_salt(identity, target);
         let verifier = derive_verifier(secret.as_bytes(), &salt, SCRAM_ITERATIONS);
+        let bearer_key = self.bearer_key(&secret);
         let record = Record {
             identity: identity.to_string(),
             target: target.to_string(),
@@ -256,6 +288,7 @@ impl Tokens {
             origin: origin.to_string(),
             revoked: false,
             verifier,
+            bearer_key: Some(bearer_key),
         };
 
         let mut txn = self.store.db().begin_write()?;
@@ -263,6 +296,7 @@ impl Tokens {
         let id = {
             let mut tokens = txn.open_table(TOKENS)?;
             let mut index = txn.open_table(TOKEN_INDEX)?;
+            let mut bearer = txn.open_table(BEARER_INDEX)?;
             // 48 random bits: a collision is unlikely but cheap to rule out.
             let mut id = None;
             for _ in 0..8 {
@@ -278,6 +312,7 @@ impl Tokens {
             tokens.insert(id.as_str(), record.encode().as_slice())?;
             let key = format!("{}{id}", index_prefix(identity, target));
             index.insert(key.as_str(), now)?;
+            bearer.insert(bearer_key.as_slice(), id.as_str())?;
             id
         };
         txn.commit()?;
@@ -344,6 +379,59 @@ impl Tokens {
         let mut salt = [0u8; 16];
         salt.copy_from_slice(&tag.as_ref()[..16]);
         salt
+    }
+
+    /// The `BEARER_INDEX` key of a secret.
+    fn bearer_key(&self, secret: &str) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.salt_key);
+        ctx.update(BEARER_LABEL);
+        ctx.update(secret.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.sign().as_ref());
+        key
+    }
+
+    /// The token whose secret is `secret`, presented without identity or target (a bearer token
+    /// of the approvals API), if it is live at `now` (not revoked, not expired, uses left) and of
+    /// `scope`. Found in O(1) through `BEARER_INDEX`, then the secret is checked against the
+    /// stored SCRAM verifier (constant-time), so an index row alone never authenticates. Does not
+    /// consume a use. Costs one PBKDF2 (4096 iterations) for a secret that is in the index.
+    ///
+    /// # Errors
+    /// Store errors; a corrupt record (fail closed: the caller refuses the request).
+    pub fn find_bearer(
+        &self,
+        secret: &str,
+        scope: &str,
+        now: u64,
+    ) -> Result<Option<TokenInfo>, StoreError> {
+        if secret.len() != SECRET_LEN || !secret.starts_with(SECRET_PREFIX) {
+            return Ok(None);
+        }
+        let key = self.bearer_key(secret);
+        let txn = self.store.db().begin_read()?;
+        let bearer = match txn.open_table(BEARER_INDEX) {
+            Ok(t) => t,
+            // No token was ever issued by a version with the index.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(id) = bearer.get(key.as_slice())?.map(|v| v.value().to_string()) else {
+            return Ok(None);
+        };
+        let tokens = txn.open_table(TOKENS)?;
+        let Some(rec) = tokens.get(id.as_str())?.map(|v| Record::decode(v.value())) else {
+            return Ok(None);
+        };
+        let rec = rec?;
+        let salt = self.scram_salt(&rec.identity, &rec.target);
+        let presented = derive_verifier(secret.as_bytes(), &salt, SCRAM_ITERATIONS);
+        let matches = ct_eq(&rec.verifier.stored_key, &presented.stored_key);
+        if matches && rec.is_live(now) && rec.scope == scope {
+            Ok(Some(rec.info(&id)))
+        } else {
+            Ok(None)
+        }
     }
 
     /// Live candidates (not expired, not revoked, uses left) of this identity, target and scope,
@@ -484,18 +572,22 @@ impl Tokens {
         let n = {
             let mut tokens = txn.open_table(TOKENS)?;
             let mut index = txn.open_table(TOKEN_INDEX)?;
+            let mut bearer = txn.open_table(BEARER_INDEX)?;
             let mut doomed = Vec::new();
             for row in tokens.iter()? {
                 let (k, v) = row?;
                 let rec = Record::decode(v.value())?;
                 if rec.expires_at.saturating_add(keep.as_secs()) <= now {
                     let key = format!("{}{}", index_prefix(&rec.identity, &rec.target), k.value());
-                    doomed.push((k.value().to_string(), key));
+                    doomed.push((k.value().to_string(), key, rec.bearer_key));
                 }
             }
-            for (id, key) in &doomed {
+            for (id, key, bearer_key) in &doomed {
                 tokens.remove(id.as_str())?;
                 index.remove(key.as_str())?;
+                if let Some(b) = bearer_key {
+                    bearer.remove(b.as_slice())?;
+                }
             }
             doomed.len()
         };
@@ -783,6 +875,12 @@ mod tests {
             .iter()
             .unwrap()
             .all(|r| !r.unwrap().0.value().ends_with(&gone.id)));
+        let bearer = txn.open_table(BEARER_INDEX).unwrap();
+        assert_eq!(bearer.len().unwrap(), 1);
+        assert!(bearer
+            .iter()
+            .unwrap()
+            .all(|r| r.unwrap().1.value() != gone.id));
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -838,11 +936,107 @@ mod tests {
                 stored_key: [1; 32],
                 server_key: [2; 32],
             },
+            bearer_key: Some([3; 32]),
         };
         let e = r.encode();
+        assert_eq!(e[0], RECORD_VERSION);
         assert_eq!(Record::decode(&e).unwrap(), r);
         for cut in 0..e.len() {
             assert!(Record::decode(&e[..cut]).is_err());
         }
+        // A version-1 record (no bearer key) still decodes, and re-encodes as version 1.
+        let v1 = Record {
+            bearer_key: None,
+            ..r
+        };
+        let e = v1.encode();
+        assert_eq!(e[0], RECORD_VERSION_1);
+        assert_eq!(Record::decode(&e).unwrap(), v1);
+        for cut in 0..e.len() {
+            assert!(Record::decode(&e[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn find_bearer_finds_live_approve_tokens_only() {
+        let (t, dir) = tokens("tok-bearer");
+        let tok = t.issue("alice", "-", "approve", H, None, "", 1000).unwrap();
+        let info = t
+            .find_bearer(&tok.secret, "approve", 1001)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (info.id.as_str(), info.identity.as_str(), info.used),
+            (tok.id.as_str(), "alice", 0)
+        );
+        // Not consumed: found again.
+        assert!(t
+            .find_bearer(&tok.secret, "approve", 1002)
+            .unwrap()
+            .is_some());
+        // Wrong scope, wrong secret, malformed secret, expired.
+        assert_eq!(t.find_bearer(&tok.secret, "connect", 1001).unwrap(), None);
+        let mut wrong = tok.secret.clone();
+        wrong.replace_range(10..11, if &wrong[10..11] == "A" { "B" } else { "A" });
+        assert_eq!(t.find_bearer(&wrong, "approve", 1001).unwrap(), None);
+        assert_eq!(t.find_bearer("pct_short", "approve", 1001).unwrap(), None);
+        assert_eq!(t.find_bearer("", "approve", 1001).unwrap(), None);
+        assert_eq!(t.find_bearer(&tok.secret, "approve", 4600).unwrap(), None);
+        // A connect token is not an approve token.
+        let conn = t
+            .issue("alice", "db", "connect", H, None, "", 1000)
+            .unwrap();
+        assert_eq!(t.find_bearer(&conn.secret, "approve", 1001).unwrap(), None);
+        assert!(t
+            .find_bearer(&conn.secret, "connect", 1001)
+            .unwrap()
+            .is_some());
+        // Revoked.
+        t.revoke(&tok.id).unwrap();
+        assert_eq!(t.find_bearer(&tok.secret, "approve", 1001).unwrap(), None);
+        // Used up (connect token with uses).
+        let once = t
+            .issue("bob", "db", "connect", H, Some(1), "", 1000)
+            .unwrap();
+        assert!(t.consume(&once.id, 1001).unwrap().is_ok());
+        assert_eq!(t.find_bearer(&once.secret, "connect", 1002).unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn find_bearer_checks_the_verifier_not_only_the_index() {
+        let (t, dir) = tokens("tok-bearer-verifier");
+        let a = t.issue("alice", "-", "approve", H, None, "", 0).unwrap();
+        let b = t.issue("bob", "-", "approve", H, None, "", 0).unwrap();
+        // Point a's index row at b's record: a's secret must not open b.
+        let key = t.bearer_key(&a.secret);
+        let txn = t.store().db().begin_write().unwrap();
+        txn.open_table(BEARER_INDEX)
+            .unwrap()
+            .insert(key.as_slice(), b.id.as_str())
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(t.find_bearer(&a.secret, "approve", 1).unwrap(), None);
+        assert!(t.find_bearer(&b.secret, "approve", 1).unwrap().is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn approve_tokens_refuse_uses() {
+        let (t, dir) = tokens("tok-approve-uses");
+        let r = t.issue("alice", "-", "approve", H, Some(1), "", 0);
+        assert!(
+            matches!(r, Err(StoreError::InvalidInput(m)) if m.contains("--uses")),
+            "{r:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn find_bearer_without_any_indexed_token_is_none() {
+        let (t, dir) = tokens("tok-bearer-empty");
+        let secret = format!("pct_{}", "A".repeat(43));
+        assert_eq!(t.find_bearer(&secret, "approve", 0).unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
