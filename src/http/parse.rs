@@ -568,3 +568,544 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+        parse_request(bytes, &limits())
+    }
+
+    fn parse_one(bytes: &[u8]) -> Request {
+        match parse(bytes) {
+            Ok(Some((request, used))) => {
+                assert_eq!(used, bytes.len(), "whole input is one request");
+                request
+            }
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    fn refused(bytes: &[u8]) -> ParseError {
+        match parse(bytes) {
+            Err(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    // ---- accepted ----
+
+    #[test]
+    fn parses_simple_get() {
+        let r =
+            parse_one(b"GET /approvals?state=pending HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\n\r\n");
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.target, "/approvals?state=pending");
+        assert_eq!(r.path, "/approvals");
+        assert_eq!(r.query("state"), Some("pending"));
+        assert_eq!(r.header("ACCEPT"), Some("*/*"));
+        assert!(r.keep_alive);
+        assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn lower_cases_names_and_trims_values() {
+        let r = parse_one(b"GET / HTTP/1.1\r\nHOST:   gw  \r\nX-Thing:\tv a l\t\r\n\r\n");
+        assert_eq!(
+            r.headers,
+            vec![
+                ("host".to_string(), "gw".to_string()),
+                ("x-thing".to_string(), "v a l".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn maps_methods_case_sensitively() {
+        for (m, want) in [
+            ("GET", Method::Get),
+            ("HEAD", Method::Head),
+            ("POST", Method::Post),
+            ("PUT", Method::Put),
+            ("DELETE", Method::Delete),
+            ("OPTIONS", Method::Options),
+            ("PATCH", Method::Other),
+            ("get", Method::Other),
+        ] {
+            let raw = format!("{m} / HTTP/1.1\r\nHost: gw\r\n\r\n");
+            assert_eq!(parse_one(raw.as_bytes()).method, want, "{m}");
+        }
+    }
+
+    #[test]
+    fn returns_none_until_head_complete() {
+        let full = b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse(&full[..cut]), Ok(None), "cut at {cut}");
+        }
+        parse_one(full);
+    }
+
+    #[test]
+    fn returns_none_until_body_complete() {
+        let full = b"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello";
+        let head_len = full.len() - 5;
+        for cut in head_len..full.len() {
+            assert_eq!(parse(&full[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(parse_one(full).body, b"hello");
+    }
+
+    #[test]
+    fn parses_pipelined_requests_one_at_a_time() {
+        let two = b"POST /one HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\n\r\nabcGET /two HTTP/1.1\r\nHost: gw\r\n\r\n";
+        let (first, used) = parse(two)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("incomplete"));
+        assert_eq!(
+            (first.path.as_str(), first.body.as_slice()),
+            ("/one", &b"abc"[..])
+        );
+        let (second, used2) = parse(&two[used..])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("incomplete"));
+        assert_eq!(second.path, "/two");
+        assert_eq!(used + used2, two.len());
+    }
+
+    #[test]
+    fn skips_one_leading_empty_line() {
+        let r = parse_one(b"\r\nGET / HTTP/1.1\r\nHost: gw\r\n\r\n");
+        assert_eq!(r.path, "/");
+    }
+
+    #[test]
+    fn accepts_equal_duplicate_content_length() {
+        let r = parse_one(
+            b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        );
+        assert_eq!(r.body, b"ok");
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive_asked() {
+        assert!(!parse_one(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(parse_one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn http11_keeps_alive_unless_close_asked() {
+        assert!(parse_one(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").keep_alive);
+        assert!(
+            !parse_one(b"GET / HTTP/1.1\r\nHost: gw\r\nConnection: foo, close\r\n\r\n").keep_alive
+        );
+    }
+
+    #[test]
+    fn decodes_form_and_query() {
+        let body = b"reason=rollback+at+10%3A00&approve=&x&bad=%zz&caf%C3%A9=%E2%9C%93";
+        let raw = [
+            &b"POST /a%20b?q=a+b%2Bc&empty&n=%2F HTTP/1.1\r\nHost: gw\r\nContent-Length: "[..],
+            body.len().to_string().as_bytes(),
+            b"\r\n\r\n",
+            body,
+        ]
+        .concat();
+        let r = parse_one(&raw);
+        assert_eq!(r.path, "/a b");
+        assert_eq!(r.query("q"), Some("a b+c"));
+        assert_eq!(r.query("empty"), Some(""));
+        assert_eq!(r.query("n"), Some("/"));
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            r.form(),
+            pairs(&[
+                ("reason", "rollback at 10:00"),
+                ("approve", ""),
+                ("x", ""),
+                ("café", "✓"),
+            ])
+        );
+    }
+
+    #[test]
+    fn plus_in_path_stays_plus() {
+        assert_eq!(
+            parse_one(b"GET /a+b HTTP/1.1\r\nHost: gw\r\n\r\n").path,
+            "/a+b"
+        );
+    }
+
+    #[test]
+    fn cookie_lookup() {
+        let r = parse_one(b"GET / HTTP/1.1\r\nHost: gw\r\nCookie: a=1; pct_session=xyz; q=\"quoted\"\r\nCookie: late=2\r\n\r\n");
+        assert_eq!(r.cookie("pct_session"), Some("xyz"));
+        assert_eq!(r.cookie("a"), Some("1"));
+        assert_eq!(r.cookie("q"), Some("quoted"));
+        assert_eq!(r.cookie("late"), Some("2"));
+        assert_eq!(r.cookie("pct"), None);
+        assert_eq!(r.cookie("A"), None);
+    }
+
+    #[test]
+    fn bearer_token() {
+        let with = |auth: &str| {
+            let raw = format!("GET / HTTP/1.1\r\nHost: gw\r\n{auth}\r\n\r\n");
+            parse_one(raw.as_bytes())
+        };
+        assert_eq!(
+            with("Authorization: Bearer pct_abc.DEF-1~/+=").bearer_token(),
+            Some("pct_abc.DEF-1~/+=")
+        );
+        assert_eq!(
+            with("Authorization: bearer  tok").bearer_token(),
+            Some("tok")
+        );
+        assert_eq!(with("Authorization: Basic dTpw").bearer_token(), None);
+        assert_eq!(with("Authorization: Bearer").bearer_token(), None);
+        assert_eq!(with("Authorization: Bearer a b").bearer_token(), None);
+        assert_eq!(with("Authorization: Bearer ===").bearer_token(), None);
+        assert_eq!(
+            with("Authorization: Bearer one\r\nAuthorization: Bearer two").bearer_token(),
+            None
+        );
+        assert_eq!(with("X-None: 1").bearer_token(), None);
+    }
+
+    #[test]
+    fn percent_decode_is_strict() {
+        assert_eq!(percent_decode("a%41%62+"), Some("aAb+".to_string()));
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%C3"), None, "invalid UTF-8");
+        assert_eq!(percent_decode("%C3%A9"), Some("é".to_string()));
+    }
+
+    // ---- refused ----
+
+    #[test]
+    fn rejects_bare_lf() {
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\nHost: gw\n\n"),
+            ParseError::BareLineFeed
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: gw\n\r\n"),
+            ParseError::BareLineFeed
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: gw\r\n\n"),
+            ParseError::BareLineFeed
+        );
+    }
+
+    #[test]
+    fn rejects_bare_cr_inside_a_line() {
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: g\rw\r\n\r\n"),
+            ParseError::BareLineFeed
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nX: a\rb"),
+            ParseError::BareLineFeed,
+            "before the line is complete"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_request_lines() {
+        for raw in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET  / HTTP/1.1\r\nHost: gw\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: gw\r\n\r\n",
+            b"GET /\r\nHost: gw\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: gw\r\n\r\n",
+            b" GET / HTTP/1.1\r\nHost: gw\r\n\r\n",
+            b"GET / HTTPS/1.1\r\nHost: gw\r\n\r\n",
+            b"GET / HTTP/1.10\r\nHost: gw\r\n\r\n",
+        ] {
+            assert_eq!(
+                refused(raw),
+                ParseError::BadRequestLine,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert_eq!(ParseError::BadRequestLine.status(), 400);
+    }
+
+    #[test]
+    fn rejects_bad_request_line_before_headers_arrive() {
+        assert_eq!(
+            refused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n"),
+            ParseError::BadRequestLine
+        );
+    }
+
+    #[test]
+    fn rejects_other_versions_with_505() {
+        assert_eq!(refused(b"GET / HTTP/2.0\r\n\r\n"), ParseError::BadVersion);
+        assert_eq!(refused(b"GET / HTTP/0.9\r\n\r\n"), ParseError::BadVersion);
+        assert_eq!(ParseError::BadVersion.status(), 505);
+    }
+
+    #[test]
+    fn rejects_non_origin_targets() {
+        for target in [
+            "http://gw/",
+            "*",
+            "gw:443",
+            "/a#frag",
+            "/%",
+            "/%zz",
+            "/a%00b",
+            "/../etc/passwd",
+            "/a/..",
+            "/a/%2e%2e/b",
+            "/a%2F..%2Fb",
+            "/x?y=%",
+            "/\x7f",
+            "/caf\u{e9}",
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: gw\r\n\r\n");
+            assert_eq!(refused(raw.as_bytes()), ParseError::BadTarget, "{target}");
+        }
+        // A dot segment that is not `..` is just a name.
+        assert_eq!(
+            parse_one(b"GET /a/.../b HTTP/1.1\r\nHost: gw\r\n\r\n").path,
+            "/a/.../b"
+        );
+    }
+
+    #[test]
+    fn rejects_control_bytes_in_target() {
+        assert_eq!(
+            refused(b"GET /a\tb HTTP/1.1\r\nHost: gw\r\n\r\n"),
+            ParseError::BadTarget
+        );
+        assert_eq!(
+            refused(b"GET /a\x00b HTTP/1.1\r\nHost: gw\r\n\r\n"),
+            ParseError::BadTarget
+        );
+    }
+
+    #[test]
+    fn rejects_obs_fold() {
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: gw\r\nX: a\r\n  b\r\n\r\n"),
+            ParseError::BadHeader
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: gw\r\nX: a\r\n\tb\r\n\r\n"),
+            ParseError::BadHeader
+        );
+    }
+
+    #[test]
+    fn rejects_bad_header_lines() {
+        for line in [
+            &b"NoColon"[..],
+            b": empty-name",
+            b"Host : space-before-colon",
+            b"Na(me: x",
+            b"X: nul\x00inside",
+            b"X: del\x7f",
+            b"X: \xff\xfe",
+        ] {
+            let raw = [&b"GET / HTTP/1.1\r\nHost: gw\r\n"[..], line, b"\r\n\r\n"].concat();
+            assert_eq!(
+                refused(&raw),
+                ParseError::BadHeader,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_missing_or_duplicate_host_in_http11() {
+        assert_eq!(refused(b"GET / HTTP/1.1\r\n\r\n"), ParseError::BadHost);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            ParseError::BadHost
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"),
+            ParseError::BadHost
+        );
+        assert_eq!(ParseError::BadHost.status(), 400);
+    }
+
+    #[test]
+    fn rejects_te_and_cl_together() {
+        let e = refused(b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(e, ParseError::ConflictingFraming);
+        assert_eq!(e.status(), 400);
+        let e = refused(b"POST / HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(e, ParseError::ConflictingFraming);
+    }
+
+    #[test]
+    fn rejects_any_transfer_encoding_with_501() {
+        for te in ["chunked", "gzip, chunked", "identity", "x"] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let e = refused(raw.as_bytes());
+            assert_eq!(e, ParseError::UnsupportedTransferEncoding, "{te}");
+            assert_eq!(e.status(), 501);
+        }
+    }
+
+    #[test]
+    fn rejects_differing_duplicate_content_length() {
+        assert_eq!(
+            refused(
+                b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"
+            ),
+            ParseError::BadContentLength
+        );
+    }
+
+    #[test]
+    fn rejects_non_digit_content_length() {
+        for cl in ["", "-1", "+1", "1 2", "0x10", "1,1", "½"] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: {cl}\r\n\r\n");
+            assert_eq!(
+                refused(raw.as_bytes()),
+                ParseError::BadContentLength,
+                "{cl:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_body_over_limit_from_header_alone() {
+        // Head not even finished: the Content-Length line alone decides.
+        let e = refused(b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 65537\r\n");
+        assert_eq!(e, ParseError::BodyTooLarge);
+        assert_eq!(e.status(), 413);
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n"),
+            ParseError::BodyTooLarge,
+            "overflowing usize is just too large"
+        );
+        // At the limit is fine.
+        let raw = format!(
+            "POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n",
+            64 * 1024
+        );
+        assert_eq!(parse(raw.as_bytes()), Ok(None));
+    }
+
+    #[test]
+    fn rejects_head_over_limit_even_without_terminator() {
+        let small = Limits {
+            max_head: 64,
+            ..Limits::default()
+        };
+        let mut raw = b"GET / HTTP/1.1\r\nHost: gw\r\nX-Pad: ".to_vec();
+        raw.resize(63, b'a');
+        assert_eq!(parse_request(&raw, &small), Ok(None));
+        raw.push(b'a');
+        assert_eq!(parse_request(&raw, &small), Err(ParseError::HeadTooLarge));
+        assert_eq!(ParseError::HeadTooLarge.status(), 431);
+        // A complete head that ends past the limit is refused as well.
+        let mut long = b"GET / HTTP/1.1\r\nHost: gw\r\nX-Pad: ".to_vec();
+        long.resize(80, b'a');
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_request(&long, &small), Err(ParseError::HeadTooLarge));
+    }
+
+    #[test]
+    fn rejects_too_many_headers() {
+        let few = Limits {
+            max_headers: 2,
+            ..Limits::default()
+        };
+        assert!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: gw\r\nA: 1\r\n\r\n", &few)
+                .is_ok_and(|r| r.is_some())
+        );
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: gw\r\nA: 1\r\nB: 2\r\n", &few),
+            Err(ParseError::TooManyHeaders)
+        );
+        assert_eq!(ParseError::TooManyHeaders.status(), 431);
+    }
+
+    #[test]
+    fn wants_continue_only_while_body_is_missing() {
+        let head =
+            b"POST / HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let l = limits();
+        assert!(
+            !wants_continue(&head[..head.len() - 1], &l),
+            "head incomplete"
+        );
+        assert!(wants_continue(head, &l));
+        assert!(wants_continue(&[&head[..], b"o"].concat(), &l));
+        assert!(!wants_continue(&[&head[..], b"ok"].concat(), &l));
+        assert!(!wants_continue(
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            &l
+        ));
+    }
+
+    #[test]
+    fn every_error_has_a_status_and_message() {
+        for e in [
+            ParseError::HeadTooLarge,
+            ParseError::TooManyHeaders,
+            ParseError::BodyTooLarge,
+            ParseError::BadRequestLine,
+            ParseError::BadTarget,
+            ParseError::BadHeader,
+            ParseError::BareLineFeed,
+            ParseError::BadVersion,
+            ParseError::BadHost,
+            ParseError::UnsupportedTransferEncoding,
+            ParseError::ConflictingFraming,
+            ParseError::BadContentLength,
+        ] {
+            assert!(matches!(e.status(), 400 | 413 | 431 | 501 | 505));
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    // ---- fuzz seeds ----
+
+    #[test]
+    fn replays_fuzz_seeds_without_panicking() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/http_request");
+        let entries = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert!(!entries.is_empty(), "fuzz/seeds/http_request is missing");
+        let small = Limits {
+            max_head: 512,
+            max_headers: 8,
+            max_body: 256,
+        };
+        for entry in entries {
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            for l in [&small, &limits()] {
+                let mut buf = bytes.as_slice();
+                while let Ok(Some((_, used))) = parse_request(buf, l) {
+                    assert!(used > 0 && used <= buf.len());
+                    buf = &buf[used..];
+                }
+            }
+        }
+    }
+}
