@@ -9,3 +9,6 @@ pub mod server;
 pub use parse::{parse_request, percent_decode, Limits, Method, ParseError, Request};
 pub use response::{html_escape, json_string, status_reason, Response};
 pub use server::{serve, Handler, ServerLimits};
+
+#[cfg(test)]
+mod tests;

@@ -227,3 +227,111 @@ pub fn json_string(s: &str) -> String {
     out.push('"');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(response: &Response, head_only: bool, keep_alive: bool) -> String {
+        let mut out = Vec::new();
+        response.encode(head_only, keep_alive, &mut out);
+        String::from_utf8(out).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn encodes_status_framing_and_security_headers() {
+        let s = encoded(&Response::text(200, "hi"), false, true);
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"), "{s}");
+        assert!(s.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"));
+        assert!(s.contains("\r\nContent-Length: 2\r\n"));
+        assert!(s.contains("\r\nConnection: keep-alive\r\n"));
+        for (name, value) in SECURITY_HEADERS {
+            assert!(s.contains(&format!("\r\n{name}: {value}\r\n")), "{name}");
+        }
+        assert!(s.ends_with("\r\n\r\nhi"));
+    }
+
+    #[test]
+    fn head_only_keeps_length_drops_body() {
+        let s = encoded(&Response::html(200, "<p>x</p>".into()), true, false);
+        assert!(s.contains("\r\nContent-Length: 8\r\n"));
+        assert!(s.contains("\r\nConnection: close\r\n"));
+        assert!(s.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn handler_security_header_replaces_default() {
+        let r = Response::new(200).header("cache-control", "max-age=60");
+        let s = encoded(&r, false, true);
+        assert!(s.contains("\r\ncache-control: max-age=60\r\n"));
+        assert!(!s.contains("no-store"));
+    }
+
+    #[test]
+    fn handler_cannot_set_framing_headers() {
+        let r = Response::text(200, "abc")
+            .header("Content-Length", "999")
+            .header("Transfer-Encoding", "chunked")
+            .header("Connection", "keep-alive");
+        let s = encoded(&r, false, false);
+        assert!(!s.contains("999") && !s.contains("chunked"));
+        assert!(s.contains("\r\nContent-Length: 3\r\n"));
+        assert_eq!(s.matches("Connection:").count(), 1);
+        assert!(s.contains("Connection: close"));
+    }
+
+    #[test]
+    fn refuses_response_splitting() {
+        let r = Response::redirect("/x\r\nSet-Cookie: evil=1").header("Bad Name", "v");
+        let s = encoded(&r, false, true);
+        assert!(s.starts_with("HTTP/1.1 303 See Other\r\n"));
+        assert!(s.contains("\r\nLocation: /x  Set-Cookie: evil=1\r\n"));
+        assert!(!s.contains("\r\nSet-Cookie"));
+        assert!(!s.contains("Bad Name"));
+    }
+
+    #[test]
+    fn no_content_and_not_modified_have_no_body() {
+        let mut r = Response::text(204, "ignored");
+        let s = encoded(&r, false, true);
+        assert!(!s.contains("Content-Length") && s.ends_with("\r\n\r\n"));
+        r.status = 304;
+        let s = encoded(&r, false, true);
+        assert!(s.contains("Content-Length: 7") && s.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn out_of_range_status_becomes_500() {
+        assert!(encoded(&Response::new(42), false, true)
+            .starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
+        assert!(encoded(&Response::new(1000), false, true).starts_with("HTTP/1.1 500 "));
+        assert!(encoded(&Response::new(599), false, true).starts_with("HTTP/1.1 599 Unknown\r\n"));
+    }
+
+    #[test]
+    fn reason_phrases() {
+        assert_eq!(status_reason(431), "Request Header Fields Too Large");
+        assert_eq!(status_reason(413), "Content Too Large");
+        assert_eq!(status_reason(777), "Unknown");
+    }
+
+    #[test]
+    fn html_escape_covers_text_and_attributes() {
+        assert_eq!(
+            html_escape(r#"<a href="x" onclick='y'>&</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
+        assert_eq!(html_escape("plain é"), "plain é");
+    }
+
+    #[test]
+    fn json_string_escapes_controls_and_script_breakers() {
+        assert_eq!(json_string("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(
+            json_string("\n\r\t\u{8}\u{c}\u{1}"),
+            r#""\n\r\t\b\f\u0001""#
+        );
+        assert_eq!(json_string("</script>&"), r#""\u003c/script\u003e\u0026""#);
+        assert_eq!(json_string("\u{2028}é"), "\"\\u2028é\"");
+    }
+}
