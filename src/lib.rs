@@ -6,6 +6,7 @@ pub mod approval;
 pub mod audit;
 pub mod config;
 pub mod control;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod net;
