@@ -43,7 +43,10 @@ pub struct Api {
 
 /// The request handler for `http::server::serve`.
 pub fn handler(gw: Arc<Gateway>) -> Handler {
-    let api = Arc::new(Api { gw, sessions: Mutex::new(HashMap::new()) });
+    let api = Arc::new(Api {
+        gw,
+        sessions: Mutex::new(HashMap::new()),
+    });
     Arc::new(move |req: Request, peer: SocketAddr, tls: bool| {
         let api = api.clone();
         Box::pin(async move { api.handle(req, peer, tls).await })
@@ -88,6 +91,69 @@ fn request_json(r: &ApprovalRequest) -> String {
     )
 }
 
+/// `?format=text`: what the CLI prints.
+fn wants_text(req: &Request) -> bool {
+    req.query("format") == Some("text")
+}
+
+/// One line per request, for `portcullis approvals list`.
+fn request_line(r: &ApprovalRequest, now: u64) -> String {
+    format!(
+        "{}  {:<9}  {}/{}  {:<14} {:<14} {:<20} {:>5}  {}",
+        r.id,
+        r.state.as_str(),
+        r.approvals.len(),
+        r.required,
+        r.requester,
+        r.target,
+        r.rule,
+        age(now.saturating_sub(r.created_at)),
+        clip(&r.text.replace(['\n', '\r'], " "), 80)
+    )
+}
+
+/// Everything about one request, for `portcullis approvals show`.
+fn request_text(r: &ApprovalRequest, now: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "request:    {}", r.id);
+    let _ = writeln!(out, "state:      {}", r.state.as_str());
+    let _ = writeln!(out, "requester:  {} ({})", r.requester, r.origin);
+    let _ = writeln!(out, "target:     {}", r.target);
+    let _ = writeln!(out, "rule:       {}", r.rule);
+    let _ = writeln!(out, "age:        {}", age(now.saturating_sub(r.created_at)));
+    if r.state == State::Pending {
+        let _ = writeln!(
+            out,
+            "times out:  in {}",
+            age(r.expires_at.saturating_sub(now))
+        );
+    }
+    let votes: Vec<&str> = r.approvals.iter().map(|(b, _)| b.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "approvals:  {}/{} {}",
+        r.approvals.len(),
+        r.required,
+        votes.join(", ")
+    );
+    if let Some(by) = &r.decided_by {
+        let _ = writeln!(out, "decided by: {by}");
+    }
+    if let Some(reason) = &r.reason {
+        let _ = writeln!(out, "reason:     {reason}");
+    }
+    for (i, p) in r.params.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "${}:         {}",
+            i + 1,
+            p.as_deref().unwrap_or("NULL")
+        );
+    }
+    let _ = writeln!(out, "statement:\n{}", r.text);
+    out
+}
+
 fn grant_json(g: &Grant) -> String {
     let by: Vec<String> = g.granted_by.iter().map(|b| js(b)).collect();
     format!(
@@ -109,18 +175,28 @@ fn random_hex(gw: &Gateway) -> String {
 
 impl Api {
     async fn handle(&self, req: Request, _peer: SocketAddr, tls: bool) -> Response {
-        let segments: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let segments: Vec<&str> = req
+            .path
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
         match (req.method, segments.as_slice()) {
             (Method::Get | Method::Head, ["healthz"]) => Response::text(200, "ok\n"),
             (Method::Get | Method::Head, ["metrics"]) => Response::new(200)
                 .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(self.gw.metrics.render(self.gw.broker.pending_count())),
+                .body(
+                    self.gw
+                        .metrics
+                        .render(self.gw.broker.pending_count())
+                        .into_bytes(),
+                ),
             (_, ["api", ..]) => self.api(&req, &segments[1..]).await,
             (Method::Get | Method::Head, []) => self.page(&req, None),
             (Method::Get | Method::Head, ["requests", id]) => self.page(&req, Some(id)),
             (Method::Get | Method::Head, ["app.js"]) => Response::new(200)
                 .header("Content-Type", "text/javascript; charset=utf-8")
-                .body(APP_JS.to_string()),
+                .body(APP_JS.as_bytes().to_vec()),
             (Method::Post, ["login"]) => self.login(&req, tls),
             (Method::Post, ["logout"]) => self.logout(&req),
             (Method::Post, ["requests", id, verb @ ("approve" | "deny")]) => {
@@ -134,16 +210,29 @@ impl Api {
     /// The approver behind `Authorization: Bearer ...`.
     fn bearer(&self, req: &Request) -> Result<Identity, Response> {
         let Some(secret) = req.bearer_token() else {
-            return Err(json_error(401, "missing bearer token: mint one with `portcullis token issue --scope approve`")
-                .header("WWW-Authenticate", "Bearer"));
+            return Err(json_error(
+                401,
+                "missing bearer token: mint one with `portcullis token issue --scope approve`",
+            )
+            .header("WWW-Authenticate", "Bearer"));
         };
         self.identity_of_token(secret)
             .map(|(identity, _)| identity)
-            .ok_or_else(|| json_error(401, "invalid, expired or revoked token").header("WWW-Authenticate", "Bearer"))
+            .ok_or_else(|| {
+                json_error(401, "invalid, expired or revoked token")
+                    .header("WWW-Authenticate", "Bearer")
+            })
     }
 
-    fn identity_of_token(&self, secret: &str) -> Option<(Identity, crate::identity::tokens::TokenInfo)> {
-        let info = self.gw.tokens.find_bearer(secret, "approve", now_unix()).ok()??;
+    fn identity_of_token(
+        &self,
+        secret: &str,
+    ) -> Option<(Identity, crate::identity::tokens::TokenInfo)> {
+        let info = self
+            .gw
+            .tokens
+            .find_bearer(secret, "approve", now_unix())
+            .ok()??;
         let loaded = self.gw.loaded();
         let identity = loaded.policy.active_identity(&info.identity)?.clone();
         Some((identity, info))
@@ -161,20 +250,43 @@ impl Api {
                     None | Some("") | Some("all") => None,
                     Some(s) => match State::from_name(s) {
                         Some(st) => Some(st),
-                        None => return json_error(400, "state must be pending, approved, denied, timed_out, abandoned or all"),
+                        None => return json_error(
+                            400,
+                            "state must be pending, approved, denied, timed_out, abandoned or all",
+                        ),
                     },
                 };
-                let list: Vec<String> = self.gw.broker.list(state, LIST_LIMIT).iter().map(request_json).collect();
+                let list = self.gw.broker.list(state, LIST_LIMIT);
+                if wants_text(req) {
+                    let mut out = String::new();
+                    for r in &list {
+                        let _ = writeln!(out, "{}", request_line(r, now));
+                    }
+                    return Response::text(200, &out);
+                }
+                let list: Vec<String> = list.iter().map(request_json).collect();
                 Response::json(200, format!("{{\"requests\":[{}]}}", list.join(",")))
             }
             (Method::Get, ["requests", id]) => match self.gw.broker.get(id) {
+                Some(r) if wants_text(req) => Response::text(200, &request_text(&r, now)),
                 Some(r) => Response::json(200, request_json(&r)),
                 None => json_error(404, "no approval request has this id"),
             },
             (Method::Post, ["requests", id, verb @ ("approve" | "deny")]) => {
-                let reason = req.form().into_iter().find(|(k, _)| k == "reason").map(|(_, v)| v).filter(|v| !v.is_empty());
+                let reason = req
+                    .form()
+                    .into_iter()
+                    .find(|(k, _)| k == "reason")
+                    .map(|(_, v)| v)
+                    .filter(|v| !v.is_empty());
                 match self.decide(id, &identity, *verb == "approve", reason).await {
+                    Ok(r) if wants_text(req) => {
+                        Response::text(200, &format!("{}\n", request_line(&r, now)))
+                    }
                     Ok(r) => Response::json(200, request_json(&r)),
+                    Err((status, msg)) if wants_text(req) => {
+                        Response::text(status, &format!("{msg}\n"))
+                    }
                     Err((status, msg)) => json_error(status, &msg),
                 }
             }
@@ -182,15 +294,23 @@ impl Api {
                 let list: Vec<String> = self.gw.broker.grants(now).iter().map(grant_json).collect();
                 Response::json(200, format!("{{\"grants\":[{}]}}", list.join(",")))
             }
-            (Method::Post, ["grants", id, "revoke"]) => match self.gw.broker.revoke_grant(id, &identity.name, now) {
-                Some(g) => Response::json(200, grant_json(&g)),
-                None => json_error(404, "no active grant has this id"),
-            },
+            (Method::Post, ["grants", id, "revoke"]) => {
+                match self.gw.broker.revoke_grant(id, &identity.name, now) {
+                    Some(g) => Response::json(200, grant_json(&g)),
+                    None => json_error(404, "no active grant has this id"),
+                }
+            }
             _ => json_error(404, "no such API route"),
         }
     }
 
-    async fn decide(&self, id: &str, approver: &Identity, approve: bool, reason: Option<String>) -> Result<ApprovalRequest, (u16, String)> {
+    async fn decide(
+        &self,
+        id: &str,
+        approver: &Identity,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<ApprovalRequest, (u16, String)> {
         let broker = self.gw.broker.clone();
         let policy = self.gw.loaded().policy.clone();
         let (id, approver) = (id.to_string(), approver.clone());
@@ -218,7 +338,12 @@ impl Api {
             sessions.remove(id);
             return None;
         }
-        let identity = self.gw.loaded().policy.active_identity(&s.identity)?.clone();
+        let identity = self
+            .gw
+            .loaded()
+            .policy
+            .active_identity(&s.identity)?
+            .clone();
         Some((identity, s.csrf.clone()))
     }
 
@@ -226,17 +351,36 @@ impl Api {
         let Some((identity, csrf)) = self.web_session(req) else {
             return Err(Response::redirect("/"));
         };
-        let sent = req.form().into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v).unwrap_or_default();
+        let sent = req
+            .form()
+            .into_iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
         if !ct_eq(sent.as_bytes(), csrf.as_bytes()) {
-            return Err(Response::text(403, "missing or wrong CSRF token; reload the page and try again\n"));
+            return Err(Response::text(
+                403,
+                "missing or wrong CSRF token; reload the page and try again\n",
+            ));
         }
         Ok(identity)
     }
 
     fn login(&self, req: &Request, tls: bool) -> Response {
-        let token = req.form().into_iter().find(|(k, _)| k == "token").map(|(_, v)| v).unwrap_or_default();
+        let token = req
+            .form()
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
         let Some((identity, info)) = self.identity_of_token(token.trim()) else {
-            return Response::html(401, page_shell("Sign in", &login_form(Some("That token is not a live approver token."))));
+            return Response::html(
+                401,
+                page_shell(
+                    "Sign in",
+                    &login_form(Some("That token is not a live approver token.")),
+                ),
+            );
         };
         let id = random_hex(&self.gw);
         let csrf = random_hex(&self.gw);
@@ -245,7 +389,11 @@ impl Api {
             let mut sessions = lock(&self.sessions);
             sessions.retain(|_, s| s.expires_at > now);
             if sessions.len() >= MAX_WEB_SESSIONS {
-                if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.expires_at).map(|(k, _)| k.clone()) {
+                if let Some(oldest) = sessions
+                    .iter()
+                    .min_by_key(|(_, s)| s.expires_at)
+                    .map(|(k, _)| k.clone())
+                {
                     sessions.remove(&oldest);
                 }
             }
@@ -274,7 +422,10 @@ impl Api {
                 lock(&self.sessions).remove(id);
             }
         }
-        Response::redirect("/").header("Set-Cookie", &format!("{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"))
+        Response::redirect("/").header(
+            "Set-Cookie",
+            &format!("{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
+        )
     }
 
     async fn form_decide(&self, req: &Request, id: &str, approve: bool) -> Response {
@@ -282,10 +433,24 @@ impl Api {
             Ok(i) => i,
             Err(r) => return r,
         };
-        let reason = req.form().into_iter().find(|(k, _)| k == "reason").map(|(_, v)| v).filter(|v| !v.is_empty());
+        let reason = req
+            .form()
+            .into_iter()
+            .find(|(k, _)| k == "reason")
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty());
         match self.decide(id, &identity, approve, reason).await {
             Ok(_) => Response::redirect("/"),
-            Err((status, msg)) => Response::html(status, page_shell("Not done", &format!("<p class=err>{}</p><p><a href=\"/\">Back</a></p>", esc(&msg)))),
+            Err((status, msg)) => Response::html(
+                status,
+                page_shell(
+                    "Not done",
+                    &format!(
+                        "<p class=err>{}</p><p><a href=\"/\">Back</a></p>",
+                        esc(&msg)
+                    ),
+                ),
+            ),
         }
     }
 
@@ -313,7 +478,15 @@ impl Api {
             Some(id) => self.gw.broker.get(id).into_iter().collect(),
             None => self.gw.broker.list(Some(State::Pending), LIST_LIMIT),
         };
-        let _ = write!(body, "<h2 id=pending>{}</h2>", if only.is_some() { "Request" } else { "Waiting for approval" });
+        let _ = write!(
+            body,
+            "<h2 id=pending>{}</h2>",
+            if only.is_some() {
+                "Request"
+            } else {
+                "Waiting for approval"
+            }
+        );
         if pending.is_empty() {
             body.push_str("<p class=muted>Nothing is waiting.</p>");
         }
@@ -322,7 +495,14 @@ impl Api {
         }
         if only.is_none() {
             body.push_str("<h2>Recent decisions</h2><table><tr><th>request</th><th>state</th><th>by</th><th>requester</th><th>statement</th></tr>");
-            for r in self.gw.broker.list(None, 50).iter().filter(|r| r.state != State::Pending).take(20) {
+            for r in self
+                .gw
+                .broker
+                .list(None, 50)
+                .iter()
+                .filter(|r| r.state != State::Pending)
+                .take(20)
+            {
                 let _ = write!(
                     body,
                     "<tr><td><a href=\"/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
@@ -385,7 +565,12 @@ fn request_card(out: &mut String, r: &ApprovalRequest, me: &Identity, csrf: &str
     if !r.params.is_empty() {
         out.push_str("<div class=meta>parameters: ");
         for (i, p) in r.params.iter().enumerate() {
-            let _ = write!(out, "${} = <code>{}</code> ", i + 1, esc(p.as_deref().unwrap_or("NULL")));
+            let _ = write!(
+                out,
+                "${} = <code>{}</code> ",
+                i + 1,
+                esc(p.as_deref().unwrap_or("NULL"))
+            );
         }
         out.push_str("</div>");
     }
@@ -395,11 +580,16 @@ fn request_card(out: &mut String, r: &ApprovalRequest, me: &Identity, csrf: &str
         esc(&r.origin),
         r.approvals.len(),
         r.required,
-        r.decided_by.as_deref().map(|b| format!(" · decided by {}", esc(b))).unwrap_or_default()
+        r.decided_by
+            .as_deref()
+            .map(|b| format!(" · decided by {}", esc(b)))
+            .unwrap_or_default()
     );
     if r.state == State::Pending {
         if r.requester == me.name {
-            out.push_str("<p class=muted>This is your own request; another approver must decide.</p>");
+            out.push_str(
+                "<p class=muted>This is your own request; another approver must decide.</p>",
+            );
         } else {
             let _ = write!(
                 out,

@@ -2,6 +2,7 @@
 //! decides on every statement, and audits everything. See DESIGN.md for the shape.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod approval;
 pub mod audit;
 pub mod config;

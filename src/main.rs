@@ -29,6 +29,7 @@ enum Command {
     Check(CheckCmd),
     Token(TokenCmd),
     Audit(AuditCmd),
+    Approvals(ApprovalsCmd),
 }
 
 #[derive(FromArgs)]
@@ -78,9 +79,12 @@ struct TokenIssue {
     /// identity the token acts as
     #[argh(option)]
     identity: String,
-    /// target the token opens
-    #[argh(option)]
+    /// target the token opens (not for --scope approve)
+    #[argh(option, default = "String::new()")]
     target: String,
+    /// what the token is for: connect (to a target, default) or approve (the approvals API and page)
+    #[argh(option, default = "String::from(\"connect\")")]
+    scope: String,
     /// lifetime, e.g. 10m, 1h (default 10m)
     #[argh(option, default = "String::from(\"10m\")")]
     ttl: String,
@@ -149,6 +153,77 @@ struct AuditVerify {
     config: PathBuf,
 }
 
+#[derive(FromArgs)]
+/// List, show, approve and deny held statements through the gateway's HTTP API.
+#[argh(subcommand, name = "approvals")]
+struct ApprovalsCmd {
+    /// base URL of the gateway's HTTP endpoint (default: from --config's [gateway] http)
+    #[argh(option)]
+    url: Option<String>,
+    /// policy file, to find the endpoint when --url is not given
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// file holding an approver token (default: the PORTCULLIS_TOKEN environment variable)
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// CA bundle to verify an https endpoint (default: the system bundle)
+    #[argh(option)]
+    ca: Option<PathBuf>,
+    #[argh(subcommand)]
+    command: ApprovalsSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum ApprovalsSub {
+    List(ApprovalsList),
+    Show(ApprovalsShow),
+    Approve(ApprovalsApprove),
+    Deny(ApprovalsDeny),
+}
+
+#[derive(FromArgs)]
+/// List requests (default: pending).
+#[argh(subcommand, name = "list")]
+struct ApprovalsList {
+    /// pending, approved, denied, timed_out, abandoned or all
+    #[argh(option, default = "String::from(\"pending\")")]
+    state: String,
+}
+
+#[derive(FromArgs)]
+/// Show one request with its full statement.
+#[argh(subcommand, name = "show")]
+struct ApprovalsShow {
+    /// request id (apr_...)
+    #[argh(positional)]
+    id: String,
+}
+
+#[derive(FromArgs)]
+/// Approve a request (you can't approve your own).
+#[argh(subcommand, name = "approve")]
+struct ApprovalsApprove {
+    /// request id (apr_...)
+    #[argh(positional)]
+    id: String,
+    /// optional note kept with the decision
+    #[argh(option)]
+    reason: Option<String>,
+}
+
+#[derive(FromArgs)]
+/// Deny a request; the client gets the reason.
+#[argh(subcommand, name = "deny")]
+struct ApprovalsDeny {
+    /// request id (apr_...)
+    #[argh(positional)]
+    id: String,
+    /// why (shown to the requester)
+    #[argh(option)]
+    reason: String,
+}
+
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match cli.command {
@@ -169,6 +244,7 @@ fn main() -> ExitCode {
             TokenSub::List(c) => token_list(&c.config),
             TokenSub::Revoke(c) => token_revoke(&c.config, c.id),
         },
+        Command::Approvals(a) => approvals(a),
         Command::Audit(a) => match a.command {
             AuditSub::Export(c) => audit_export(&c.config, c.since),
             AuditSub::Verify(c) => audit_verify(&c.config),
@@ -244,7 +320,7 @@ fn token_issue(c: TokenIssue) -> Result<(), String> {
     let req = Request::TokenIssue {
         identity: c.identity.clone(),
         target: c.target.clone(),
-        scope: "connect".into(),
+        scope: c.scope.clone(),
         ttl_secs,
         uses: c.uses,
         origin: c.origin,
@@ -252,11 +328,15 @@ fn token_issue(c: TokenIssue) -> Result<(), String> {
     match fail_on_error(execute(&c.config, req)?)? {
         Response::Issued(t) => {
             println!("{}", t.secret);
+            let what = if c.scope == "connect" {
+                format!("on target {}", c.target)
+            } else {
+                format!("with scope {}", c.scope)
+            };
             eprintln!(
-                "portcullis: issued {} for identity {} on target {}, valid {}s{}",
+                "portcullis: issued {} for identity {} {what}, valid {}s{}",
                 t.id,
                 c.identity,
-                c.target,
                 ttl_secs,
                 c.uses.map(|u| format!(", {u} use(s)")).unwrap_or_default()
             );
@@ -343,4 +423,105 @@ fn audit_verify(path: &Path) -> Result<(), String> {
     println!("{report}");
     let _: Arc<Store> = store;
     Ok(())
+}
+
+/// `application/x-www-form-urlencoded` value.
+fn form_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn approvals(a: ApprovalsCmd) -> Result<(), String> {
+    use portcullis::http::client;
+    let base = match (&a.url, &a.config) {
+        (Some(u), _) => u.clone(),
+        (None, Some(path)) => {
+            let policy = load(path)?;
+            let http = policy.gateway.http.as_ref().ok_or_else(|| {
+                format!("{}: no [gateway] http endpoint configured", path.display())
+            })?;
+            let scheme = if http.tls.is_some() { "https" } else { "http" };
+            let host = if http.listen.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                http.listen.ip().to_string()
+            };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            format!("{scheme}://{host}:{}", http.listen.port())
+        }
+        (None, None) => return Err("say where the gateway is: --url URL or --config FILE".into()),
+    };
+    let token = match &a.token_file {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
+        None => std::env::var("PORTCULLIS_TOKEN").map_err(|_| {
+            "no approver token: use --token-file FILE or set PORTCULLIS_TOKEN".to_string()
+        })?,
+    };
+    let token = token.trim().to_string();
+    let base = base.trim_end_matches('/').to_string();
+    let (method, path, body) = match &a.command {
+        ApprovalsSub::List(l) => (
+            "GET",
+            format!("/api/requests?state={}&format=text", form_encode(&l.state)),
+            String::new(),
+        ),
+        ApprovalsSub::Show(s) => (
+            "GET",
+            format!("/api/requests/{}?format=text", form_encode(&s.id)),
+            String::new(),
+        ),
+        ApprovalsSub::Approve(x) => (
+            "POST",
+            format!("/api/requests/{}/approve?format=text", form_encode(&x.id)),
+            x.reason
+                .as_deref()
+                .map(|r| format!("reason={}", form_encode(r)))
+                .unwrap_or_default(),
+        ),
+        ApprovalsSub::Deny(x) => (
+            "POST",
+            format!("/api/requests/{}/deny?format=text", form_encode(&x.id)),
+            format!("reason={}", form_encode(&x.reason)),
+        ),
+    };
+    let url = client::parse_url(&format!("{base}{path}"))?;
+    let tls = match &a.ca {
+        Some(ca) => portcullis::net::tls::client_config(
+            portcullis::config::UpstreamTls::VerifyFull,
+            Some(ca),
+        )
+        .map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let (status, answer) = smol::block_on(client::request(
+        method,
+        &url,
+        &headers,
+        body.as_bytes(),
+        tls,
+        std::time::Duration::from_secs(30),
+    ))?;
+    let text = String::from_utf8_lossy(&answer);
+    if status == 200 {
+        print!("{text}");
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", text.trim()))
+    }
 }

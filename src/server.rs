@@ -113,6 +113,7 @@ pub struct Gateway {
     pub failures: Mutex<Failures>,
     pub rng: SystemRandom,
     pub metrics: crate::metrics::Metrics,
+    pub broker: Arc<crate::approval::Broker>,
 }
 
 pub fn now_unix() -> u64 {
@@ -227,6 +228,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
     let tokens = Arc::new(Tokens::new(store.clone()).map_err(|e| e.to_string())?);
     let (audit, writer) = audit::start(store.clone(), flush).map_err(|e| e.to_string())?;
+    // Requests still pending from a previous run lost their connection: they become abandoned.
+    let broker = Arc::new(
+        crate::approval::Broker::open(store.clone(), audit.clone(), now_unix())
+            .map_err(|e| format!("approval store: {e}"))?,
+    );
 
     let gw = Arc::new(Gateway {
         loaded: RwLock::new(Arc::new(loaded)),
@@ -241,6 +247,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         }),
         rng: SystemRandom::new(),
         metrics: crate::metrics::Metrics::default(),
+        broker,
     });
 
     let control = {
@@ -295,6 +302,23 @@ async fn run(gw: Arc<Gateway>, ex: Arc<Executor<'static>>) -> Result<(), String>
         .map_err(|e| format!("signals: {e}"))?;
     let mut listeners: HashMap<SocketAddr, Task<()>> = HashMap::new();
     bind_listeners(&gw, &ex, &mut listeners).await?;
+    // The approvals endpoint. Its address is read once; changing it needs a restart.
+    let http = match start_http(&gw, &ex).await {
+        Ok(task) => task,
+        Err(e) => return Err(e),
+    };
+    // Housekeeping: drop token records that expired more than a week ago; time out approval
+    // requests whose session is gone (the proxy times out the ones it waits for itself).
+    let sweeper = {
+        let gw = gw.clone();
+        ex.spawn(async move {
+            loop {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                let broker = gw.broker.clone();
+                let _ = smol::unblock(move || broker.expire_due(now_unix())).await;
+            }
+        })
+    };
     // Housekeeping: drop token records that expired more than a week ago.
     let housekeeping = {
         let tokens = gw.tokens.clone();
@@ -350,7 +374,41 @@ async fn run(gw: Arc<Gateway>, ex: Arc<Executor<'static>>) -> Result<(), String>
     }
     drop(listeners);
     drop(housekeeping);
+    drop(sweeper);
+    drop(http);
     Ok(())
+}
+
+/// Serve the approvals API and page, /metrics and /healthz, if `[gateway] http` is set.
+async fn start_http(
+    gw: &Arc<Gateway>,
+    ex: &Arc<Executor<'static>>,
+) -> Result<Option<Task<()>>, String> {
+    let loaded = gw.loaded();
+    let Some(cfg) = loaded.policy.gateway.http.clone() else {
+        return Ok(None);
+    };
+    let tls = match &cfg.tls {
+        Some(files) => Some(tls::server_config(files).map_err(|e| format!("http: {e}"))?),
+        None => None,
+    };
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("http: cannot listen on {}: {e}", cfg.listen))?;
+    log(&format!(
+        "approvals endpoint on {}://{}",
+        if tls.is_some() { "https" } else { "http" },
+        cfg.listen
+    ));
+    let handler = crate::api::handler(gw.clone());
+    let limits = crate::http::server::ServerLimits::default();
+    Ok(Some(ex.spawn(crate::http::server::serve(
+        listener,
+        tls,
+        handler,
+        limits,
+        ex.clone(),
+    ))))
 }
 
 /// Start a listener for every target whose address has none yet; stop listeners of removed targets.

@@ -2,6 +2,7 @@
 //! `/healthz`. Hand-rolled on purpose (no framework): a strict sans-IO request parser
 //! ([`parse`]), a response encoder that adds the security headers ([`response`]), and a thin
 //! smol shell with TLS, timeouts and connection caps ([`server`]). Routes live elsewhere.
+pub mod client;
 pub mod parse;
 pub mod response;
 pub mod server;

@@ -66,7 +66,7 @@ impl Response {
         self
     }
 
-    fn body(mut self, body: Vec<u8>) -> Response {
+    pub fn body(mut self, body: Vec<u8>) -> Response {
         self.body = body;
         self
     }

@@ -827,9 +827,14 @@ impl Session {
                         {
                             // Parameters are kept only when an approval must cover them.
                             let params = info.hold.as_ref().map(|_| {
-                                params.values.iter().map(|v| v.map(<[u8]>::to_vec)).collect()
+                                params
+                                    .values
+                                    .iter()
+                                    .map(|v| v.map(<[u8]>::to_vec))
+                                    .collect()
                             });
-                            t.portals.insert(portal.to_string(), Portal { info, params });
+                            t.portals
+                                .insert(portal.to_string(), Portal { info, params });
                         }
                         _ => {
                             t.portals.remove(portal);
@@ -1047,7 +1052,8 @@ impl Session {
         }
         for info in infos.iter().filter(|i| i.kinds.may_write()) {
             if !self.audit_intent(info).await {
-                return self.refuse(None,
+                return self.refuse(
+                    None,
                     "the audit log is unavailable; statements that may write are refused",
                     false,
                     true,
@@ -1083,7 +1089,10 @@ impl Session {
                 // Parsing runs nothing: let it through, and hold each Execute for approval of
                 // the statement with its parameters.
                 let (_, rule, message) = Self::refusal_of(j);
-                hold = Some(HoldRule { rule: rule.unwrap_or_default(), message });
+                hold = Some(HoldRule {
+                    rule: rule.unwrap_or_default(),
+                    message,
+                });
             } else {
                 let (_, rule, message) = Self::refusal_of(j);
                 self.audit_refusal(&text, &judged, "extended").await;
@@ -1093,7 +1102,8 @@ impl Session {
         if lock(&self.tables).prepared.len() >= MAX_PREPARED
             && !lock(&self.tables).prepared.contains_key(&name)
         {
-            return self.refuse(None,
+            return self.refuse(
+                None,
                 "too many prepared statements in this session",
                 true,
                 false,
@@ -1134,7 +1144,8 @@ impl Session {
         let Some((info, params)) = found else {
             // Every portal the gateway allowed was seen at Bind; an unknown one (a cursor made by
             // DECLARE, or a Bind of an unknown statement) is refused rather than run unseen.
-            return self.refuse(None,
+            return self.refuse(
+                None,
                 &format!("portal {portal:?} was not prepared through the gateway"),
                 true,
                 false,
@@ -1142,14 +1153,17 @@ impl Session {
         };
         if let Some(rule) = &info.hold {
             let rule = rule.clone();
-            return self.hold_execute(info, params.unwrap_or_default(), rule).await;
+            return self
+                .hold_execute(info, params.unwrap_or_default(), rule)
+                .await;
         }
         self.admit_execute(info).await
     }
 
     async fn admit_execute(&self, info: Arc<Classified>) -> Verdict {
         if info.kinds.may_write() && !self.audit_intent(&info).await {
-            return self.refuse(None,
+            return self.refuse(
+                None,
                 "the audit log is unavailable; statements that may write are refused",
                 true,
                 false,
@@ -1194,7 +1208,8 @@ impl Session {
             hold: None,
         });
         if !self.audit_intent(&info).await {
-            return self.refuse(None,
+            return self.refuse(
+                None,
                 "the audit log is unavailable; statements that may write are refused",
                 false,
                 true,

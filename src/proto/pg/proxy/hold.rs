@@ -74,7 +74,10 @@ impl Session {
             .find(|j| j.decision.action == crate::config::Action::Approve)
             .and_then(|j| j.decision.rule.clone())
             .unwrap_or_default();
-        let then = Then::Query { text: text.clone(), judged };
+        let then = Then::Query {
+            text: text.clone(),
+            judged,
+        };
         self.submit(text, Vec::new(), rule, then, false, true).await
     }
 
@@ -100,10 +103,10 @@ impl Session {
     ) -> Verdict {
         let now = now_unix();
         let fingerprint = approval::fingerprint(&text);
-        if let Some(grant) = self
-            .gw
-            .broker
-            .active_grant(&self.identity.name, &self.target.name, &fingerprint, now)
+        if let Some(grant) =
+            self.gw
+                .broker
+                .active_grant(&self.identity.name, &self.target.name, &fingerprint, now)
         {
             let label = format!("{rule} (grant {})", grant.id);
             return self.approved(then, Some(label)).await;
@@ -124,7 +127,9 @@ impl Session {
         let broker = self.gw.broker.clone();
         match smol::unblock(move || broker.submit(new, now)).await {
             Ok((request, outcome)) => {
-                self.counters.statements_held.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .statements_held
+                    .fetch_add(1, Ordering::Relaxed);
                 Verdict::Hold(Box::new(Hold {
                     request,
                     outcome,
@@ -167,7 +172,11 @@ impl Session {
         );
         let detail = format!(
             "Approve at{link} or with: portcullis approvals approve {id}",
-            link = if link.is_empty() { " the gateway's approval page".to_string() } else { link }
+            link = if link.is_empty() {
+                " the gateway's approval page".to_string()
+            } else {
+                link
+            }
         );
         let mut out = Vec::new();
         codec::encode_notice(&mut out, "00000", &message, Some(&detail));
@@ -176,7 +185,15 @@ impl Session {
 
     /// After the wait: forward, or refuse in place.
     pub(super) async fn resume(&self, hold: Hold, waited: Waited) -> Verdict {
-        let Hold { request, outcome, timeout, then, as_parse, sync, .. } = *Box::new(hold);
+        let Hold {
+            request,
+            outcome,
+            timeout,
+            then,
+            as_parse,
+            sync,
+            ..
+        } = *Box::new(hold);
         let id = request.id.clone();
         let rule = request.rule.clone();
         let metrics = &self.gw.metrics;
@@ -196,15 +213,23 @@ impl Session {
         let (code, message) = match waited {
             Waited::Outcome(Outcome::Approved) => {
                 metrics.approvals_approved.fetch_add(1, Ordering::Relaxed);
-                return self.approved(then, Some(format!("{rule} (approved: {id})"))).await;
+                return self
+                    .approved(then, Some(format!("{rule} (approved: {id})")))
+                    .await;
             }
             Waited::Outcome(Outcome::Denied { by, reason }) => {
                 metrics.approvals_denied.fetch_add(1, Ordering::Relaxed);
-                ("42501", format!("request {id} was denied by {by}: {reason}"))
+                (
+                    "42501",
+                    format!("request {id} was denied by {by}: {reason}"),
+                )
             }
             Waited::Outcome(Outcome::TimedOut) | Waited::TimedOut => {
                 metrics.approvals_timed_out.fetch_add(1, Ordering::Relaxed);
-                ("42501", format!("approval request {id} timed out after {}", human(timeout)))
+                (
+                    "42501",
+                    format!("approval request {id} timed out after {}", human(timeout)),
+                )
             }
             Waited::Outcome(Outcome::Abandoned) => {
                 metrics.approvals_abandoned.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +238,12 @@ impl Session {
             Waited::Cancelled => {
                 self.gw.broker.abandon(&id, now_unix());
                 metrics.approvals_abandoned.fetch_add(1, Ordering::Relaxed);
-                ("57014", format!("canceling statement due to user request (approval request {id} withdrawn)"))
+                (
+                    "57014",
+                    format!(
+                        "canceling statement due to user request (approval request {id} withdrawn)"
+                    ),
+                )
             }
         };
         let ev = self
