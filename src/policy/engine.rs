@@ -288,7 +288,7 @@ max_ttl = "15m"
 
 [[target]]
 name = "db"
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:7001"
 upstream = "127.0.0.1:5432"
 database = "app"
 user = "app"
@@ -297,7 +297,7 @@ read_only_for = ["role:ci"]
 
 [[target]]
 name = "open"
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:7002"
 upstream = "127.0.0.1:5432"
 database = "app"
 user = "app"
