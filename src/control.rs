@@ -828,6 +828,7 @@ mod tests {
                 audit_flush_interval: Duration::from_millis(50),
                 http: None,
                 webhooks: vec![],
+                webhook_ca: None,
             },
             identities: vec![
                 ident("alice", IdentityKind::Human, None),

@@ -114,6 +114,7 @@ pub struct Gateway {
     pub rng: SystemRandom,
     pub metrics: crate::metrics::Metrics,
     pub broker: Arc<crate::approval::Broker>,
+    pub notifier: crate::approval::notify::Notifier,
 }
 
 pub fn now_unix() -> u64 {
@@ -224,6 +225,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let policy = config::load(&opts.config_path).map_err(|e| e.to_string())?;
     let flush = policy.gateway.audit_flush_interval;
     let data_dir = policy.gateway.data_dir.clone();
+    let webhook_tls = match (&policy.webhooks_ca(), policy.gateway.webhooks.is_empty()) {
+        (_, true) => None,
+        (ca, false) => tls::client_config(crate::config::UpstreamTls::VerifyFull, ca.as_deref())
+            .map_err(|e| format!("webhooks: {e}"))?,
+    };
+    let notifier =
+        crate::approval::notify::Notifier::start(policy.gateway.webhooks.clone(), webhook_tls);
     let loaded = Loaded::build(policy)?;
     let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
     let tokens = Arc::new(Tokens::new(store.clone()).map_err(|e| e.to_string())?);
@@ -248,6 +256,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         rng: SystemRandom::new(),
         metrics: crate::metrics::Metrics::default(),
         broker,
+        notifier,
     });
 
     let control = {

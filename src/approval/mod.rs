@@ -22,6 +22,7 @@
 //! Time is passed in (`now`, unix seconds) so every rule here is testable without a clock.
 
 mod broker;
+pub mod notify;
 mod record;
 
 #[cfg(test)]

@@ -44,6 +44,11 @@ impl Policy {
             .collect()
     }
 
+    /// The CA bundle for webhook servers, if the policy names one.
+    pub fn webhooks_ca(&self) -> Option<PathBuf> {
+        self.gateway.webhook_ca.clone()
+    }
+
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }
@@ -74,6 +79,8 @@ pub struct Gateway {
     pub http: Option<HttpConfig>,
     /// `https://` URLs that get a JSON POST for each new approval request.
     pub webhooks: Vec<String>,
+    /// CA bundle (PEM) to verify webhook servers; default: the system bundle.
+    pub webhook_ca: Option<PathBuf>,
 }
 
 /// `[gateway] http = { ... }`.

@@ -41,6 +41,7 @@ pub(crate) struct RawGateway {
     pub audit_flush_interval: Option<Spanned<String>>,
     pub http: Option<Spanned<RawHttp>>,
     pub webhooks: Option<SpannedList>,
+    pub webhook_ca: Option<Spanned<String>>,
 }
 
 /// `[gateway] http = { listen, tls = { cert, key }, allow_plain_http }`.

@@ -394,6 +394,7 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         audit_flush_interval: DEFAULT_AUDIT_FLUSH_INTERVAL,
         http: None,
         webhooks: Vec::new(),
+        webhook_ca: None,
     };
     let Some(raw) = raw else {
         cx.err(
@@ -483,6 +484,10 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         }
     }
     g.http = r.http.as_ref().and_then(|h| http(cx, h));
+    g.webhook_ca = r
+        .webhook_ca
+        .as_ref()
+        .and_then(|v| cx.readable_file(v, "webhook_ca"));
     if let Some(list) = &r.webhooks {
         if list.get_ref().len() > MAX_WEBHOOKS {
             cx.err(

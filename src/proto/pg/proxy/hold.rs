@@ -130,6 +130,11 @@ impl Session {
                 self.counters
                     .statements_held
                     .fetch_add(1, Ordering::Relaxed);
+                let public_url = self.gw.loaded().policy.gateway.public_url.clone();
+                self.gw.notifier.notify(crate::approval::notify::payload(
+                    &request,
+                    public_url.as_deref(),
+                ));
                 Verdict::Hold(Box::new(Hold {
                     request,
                     outcome,
