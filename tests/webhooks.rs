@@ -76,7 +76,7 @@ fn start_receiver(pg: &PgCluster, port: u16) -> Arc<Mutex<Vec<(String, String)>>
             let ct = req.header("content-type").unwrap_or_default().to_string();
             record
                 .lock()
-                .unwrap()
+                .unwrap_or_else(|p| p.into_inner())
                 .push((ct, String::from_utf8_lossy(&req.body).into_owned()));
             Response::text(200, "ok")
         })
