@@ -7,7 +7,8 @@
 //! fails and says so: it never passes without having driven a browser.
 //!
 //! Set `PORTCULLIS_SCREENSHOT=/path/page.png` to keep the screenshot of the page with the pending
-//! request (docs/approvals.png is made that way, with `PORTCULLIS_SCREENSHOT_VIEWPORT=480x900`).
+//! request (docs/approvals.png is made that way, with `PORTCULLIS_SCREENSHOT_VIEWPORT=480x400`: the
+//! full-page screenshot grows to the content's height).
 
 mod common;
 
