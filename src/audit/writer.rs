@@ -28,7 +28,7 @@ use crate::store::{Store, StoreError};
 /// Most events in one write transaction.
 pub const MAX_BATCH: usize = 4096;
 /// How long a batch of only lazily-committed events waits for more before it is written.
-const LINGER: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(1);
 /// A lazy batch this large is written at once.
 const LINGER_BATCH: usize = 256;
 /// Pause before retrying after a failed commit (so a full disk is not a busy loop).
@@ -117,23 +117,19 @@ pub(crate) fn run(
             }
         }
         // A batch of reads only may wait a moment for company: at low concurrency every statement
-        // would otherwise cost its own commit, and that CPU is taken from the data path.
+        // would otherwise cost its own commit, and that CPU is taken from the data path. A plain
+        // sleep, not a timed wait on the channel: a sleeping writer is no listener, so producers
+        // queue without waking anyone (a durable waiter arriving meanwhile waits at most LINGER).
         if !closed
             && !batch.is_empty()
             && batch.len() < LINGER_BATCH
             && batch.iter().all(|j| j.reply.is_none())
         {
-            let until = Instant::now() + LINGER;
-            while batch.len() < LINGER_BATCH {
-                match next(&rx, Some(until)) {
-                    Next::Job(j) => {
-                        let stop = j.reply.is_some();
-                        batch.push(j);
-                        if stop {
-                            break;
-                        }
-                    }
-                    Next::Timeout | Next::Closed => break,
+            std::thread::sleep(LINGER);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
                 }
             }
         }
