@@ -118,6 +118,8 @@ impl std::error::Error for AuditError {}
 pub struct Audit {
     tx: Sender<Job>,
     stats: Arc<Stats>,
+    /// The writer thread, unparked when a durable record is queued (see `writer::run`).
+    writer: std::thread::Thread,
 }
 
 impl fmt::Debug for Audit {
@@ -145,6 +147,7 @@ impl Audit {
             })
             .await
             .map_err(|_| AuditError::Closed)?;
+        self.writer.unpark();
         answer.recv().await.map_err(|_| AuditError::Closed)?
     }
 
@@ -176,6 +179,7 @@ impl Audit {
                 ts_ms: None,
             })
             .map_err(|_| AuditError::Closed)?;
+        self.writer.unpark();
         answer.recv_blocking().map_err(|_| AuditError::Closed)?
     }
 
@@ -201,6 +205,7 @@ impl AuditWriter {
     fn stop(&mut self) {
         self.rx.close();
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
     }
@@ -243,8 +248,9 @@ pub fn start(
             path: "audit writer thread".into(),
             source,
         })?;
+    let writer = handle.thread().clone();
     Ok((
-        Audit { tx, stats },
+        Audit { tx, stats, writer },
         AuditWriter {
             rx,
             handle: Some(handle),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Durability, ReadableTable};
-use smol::channel::{Receiver, Sender};
+use smol::channel::{Receiver, Sender, TryRecvError};
 
 use super::chain::{decode_head, encode_head, encode_row, sha256};
 use super::format::line;
@@ -28,7 +28,7 @@ use crate::store::{Store, StoreError};
 /// Most events in one write transaction.
 pub const MAX_BATCH: usize = 4096;
 /// How long a batch of only lazily-committed events waits for more before it is written.
-const LINGER: Duration = Duration::from_millis(1);
+const LINGER: Duration = Duration::from_millis(5);
 /// A lazy batch this large is written at once.
 const LINGER_BATCH: usize = 256;
 /// Pause before retrying after a failed commit (so a full disk is not a busy loop).
@@ -49,31 +49,36 @@ pub(crate) struct Stats {
     pub(crate) commit_failures: AtomicU64,
 }
 
-enum Next {
-    Job(Job),
-    Timeout,
-    Closed,
-}
-
-/// The next job, or `Timeout` at `deadline`, or `Closed` once the channel is closed and empty.
-fn next(rx: &Receiver<Job>, deadline: Option<Instant>) -> Next {
-    match deadline {
-        None => match rx.recv_blocking() {
-            Ok(j) => Next::Job(j),
-            Err(_) => Next::Closed,
-        },
-        Some(at) => smol::block_on(smol::future::or(
-            async {
-                match rx.recv().await {
-                    Ok(j) => Next::Job(j),
-                    Err(_) => Next::Closed,
-                }
-            },
-            async {
-                smol::Timer::at(at).await;
-                Next::Timeout
-            },
-        )),
+/// Waits for the first job of a batch, or `deadline` (a flush or a retry is due). Returns whether
+/// the channel is closed and empty.
+///
+/// Without a deadline it blocks on the channel. With one, it parks in short steps instead of a
+/// timed wait on the channel (which would be a reactor round with timer syscalls per batch);
+/// durable records unpark it.
+fn wait_first(rx: &Receiver<Job>, deadline: Option<Instant>, batch: &mut Vec<Job>) -> bool {
+    let Some(at) = deadline else {
+        return match rx.recv_blocking() {
+            Ok(j) => {
+                batch.push(j);
+                false
+            }
+            Err(_) => true,
+        };
+    };
+    loop {
+        match rx.try_recv() {
+            Ok(j) => {
+                batch.push(j);
+                return false;
+            }
+            Err(TryRecvError::Closed) => return true,
+            Err(TryRecvError::Empty) => {}
+        }
+        let now = Instant::now();
+        if now >= at {
+            return false;
+        }
+        std::thread::park_timeout((at - now).min(LINGER));
     }
 }
 
@@ -102,13 +107,10 @@ pub(crate) fn run(
             (None, None) => None,
         };
         let mut batch = std::mem::take(&mut carry);
-        let closed = match next(&rx, deadline) {
-            Next::Job(j) => {
-                batch.push(j);
-                false
-            }
-            Next::Timeout => false,
-            Next::Closed => true,
+        let closed = if batch.is_empty() {
+            wait_first(&rx, deadline, &mut batch)
+        } else {
+            false
         };
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -116,16 +118,16 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        // A batch of reads only may wait a moment for company: at low concurrency every statement
-        // would otherwise cost its own commit, and that CPU is taken from the data path. A plain
-        // sleep, not a timed wait on the channel: a sleeping writer is no listener, so producers
-        // queue without waking anyone (a durable waiter arriving meanwhile waits at most LINGER).
+        // A batch of reads only waits a moment for company: at low concurrency every statement
+        // would otherwise cost its own commit, and that CPU is taken from the data path. The
+        // writer parks instead of listening on the channel, so producers of reads queue without
+        // waking anyone; a durable record unparks it at once (`Audit::record_durable`).
         if !closed
             && !batch.is_empty()
             && batch.len() < LINGER_BATCH
             && batch.iter().all(|j| j.reply.is_none())
         {
-            std::thread::sleep(LINGER);
+            std::thread::park_timeout(LINGER);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(j) => batch.push(j),
