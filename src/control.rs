@@ -853,6 +853,7 @@ mod tests {
                 read_only_for: vec![],
             }],
             rules: vec![],
+            masks: vec![],
             source: "/etc/portcullis/portcullis.toml".into(),
         }
     }

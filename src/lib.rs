@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod identity;
+pub mod mask;
 pub mod metrics;
 pub mod net;
 pub mod policy;

@@ -14,6 +14,8 @@ pub struct Policy {
     pub identities: Vec<Identity>,
     pub targets: Vec<Target>,
     pub rules: Vec<Rule>,
+    /// `[[mask]]` rules, in file order: every rule that applies to a session is applied.
+    pub masks: Vec<MaskRule>,
     /// The file this policy was read from (for messages).
     pub source: PathBuf,
 }
@@ -51,6 +53,17 @@ impl Policy {
 
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// The mask rules that apply to `identity` on `target`.
+    pub fn masks_for<'a>(
+        &'a self,
+        target: &'a str,
+        identity: &'a Identity,
+    ) -> impl Iterator<Item = &'a MaskRule> + 'a {
+        self.masks
+            .iter()
+            .filter(move |m| m.applies(target, identity))
     }
 }
 
@@ -250,4 +263,35 @@ pub struct Rule {
     /// For `approve`: after an approval, the same statement (same text) by the same identity on the
     /// same target runs without asking again for this long. `None` = every run asks.
     pub grant: Option<Duration>,
+}
+
+/// `[[mask]]`: hide sensitive values in answers. Validated so that
+/// `crate::mask::Masker::new(&detectors, &custom, strategy, key)` succeeds.
+#[derive(Debug, Clone)]
+pub struct MaskRule {
+    /// Target names; empty = every target.
+    pub targets: Vec<String>,
+    /// Whose sessions are masked; never empty (validation requires `who`).
+    pub who: Vec<Who>,
+    /// Column globs (`*.email`, `users.ssn`, `*password*`, `public.users.ssn`), lower-cased:
+    /// every value of a matching column is masked whole (`crate::mask::column_matches`).
+    pub columns: Vec<String>,
+    /// Built-in detector names run over every other value; `"all"` is expanded; no repeats.
+    pub detectors: Vec<String>,
+    /// Custom detectors: `(name, pattern)`.
+    pub custom: Vec<(String, String)>,
+    /// How hits and masked columns are replaced (`keep` is inside `Partial`; default `Redact`).
+    pub strategy: crate::mask::Strategy,
+}
+
+impl MaskRule {
+    pub fn applies(&self, target: &str, identity: &Identity) -> bool {
+        (self.targets.is_empty() || self.targets.iter().any(|t| t == target))
+            && self.who.iter().any(|w| w.matches(identity))
+    }
+
+    /// Whether the rule runs detectors over values (and not only masks columns).
+    pub fn has_detectors(&self) -> bool {
+        !self.detectors.is_empty() || !self.custom.is_empty()
+    }
 }

@@ -25,6 +25,8 @@ pub(crate) struct RawPolicy {
     pub target: Vec<Spanned<RawTarget>>,
     #[serde(default)]
     pub rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub mask: Vec<Spanned<RawMask>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +118,31 @@ pub(crate) struct RawRule {
     pub timeout: Option<Spanned<String>>,
     pub approvals: Option<Spanned<i64>>,
     pub grant: Option<Spanned<String>>,
+}
+
+/// `[[mask]]`: what to mask in answers, for whom, where, and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMask {
+    #[serde(default)]
+    pub targets: Vec<Spanned<String>>,
+    pub who: Option<SpannedList>,
+    #[serde(default)]
+    pub columns: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub detectors: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub custom: Vec<Spanned<RawCustomDetector>>,
+    pub strategy: Option<Spanned<String>>,
+    pub keep: Option<Spanned<i64>>,
+}
+
+/// `custom = [{ name = "employee_id", pattern = "EMP-[0-9]{6}" }]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCustomDetector {
+    pub name: Option<Spanned<String>>,
+    pub pattern: Option<Spanned<String>>,
 }
 
 /// A size as written: a plain integer (bytes) or a string with a unit (`"64MiB"`).

@@ -129,6 +129,19 @@ fn example_policy_parses_with_documented_values() {
     assert!(http.tls.is_none() && !http.allow_plain_http);
     assert!(p.gateway.webhooks.is_empty());
     assert_eq!(p.rules[2].flags, crate::policy::kinds::Flags::NO_WHERE);
+    let m = &p.masks[0];
+    assert_eq!(p.masks.len(), 1);
+    assert_eq!(
+        (m.targets.as_slice(), m.who.as_slice()),
+        (&["app-db".to_owned()][..], &[Who::Role("ci".into())][..])
+    );
+    assert_eq!(m.columns, ["*.email", "users.ssn", "*password*"]);
+    assert_eq!(m.detectors, ["email", "card", "aws_key"]);
+    assert_eq!(
+        m.custom,
+        [("employee_id".to_owned(), "EMP-[0-9]{6}".to_owned())]
+    );
+    assert_eq!(m.strategy, crate::mask::Strategy::Partial { keep: 4 });
 }
 
 #[test]
@@ -1125,5 +1138,173 @@ fn rejects_webhooks_that_are_not_plain_https_urls() {
         3,
         12,
         "more than 16 URLs",
+    );
+}
+
+// --- [[mask]] ---
+
+fn mask(snippet: &str) -> String {
+    format!("{BASE}[[mask]]\n{snippet}")
+}
+
+#[test]
+fn mask_rule_parses_with_defaults_and_all_expanded() {
+    let p = ok(&mask(
+        "who = [\"role:dba\"]\ncolumns = [\"*.Email\", \"users.ssn\", \"*password*\"]\ndetectors = [\"email\", \"all\", \"card\"]\n",
+    ));
+    let m = &p.masks[0];
+    assert!(m.targets.is_empty());
+    assert_eq!(m.who, vec![Who::Role("dba".into())]);
+    assert_eq!(m.columns, ["*.email", "users.ssn", "*password*"]);
+    let all: Vec<String> = crate::mask::detectors().map(str::to_owned).collect();
+    assert_eq!(m.detectors.len(), all.len());
+    assert!(all.iter().all(|d| m.detectors.contains(d)));
+    assert_eq!(m.strategy, crate::mask::Strategy::Redact);
+    assert!(m.has_detectors());
+    let alice = p.identity("alice").unwrap_or_else(|| panic!("alice"));
+    assert_eq!(p.masks_for("db", alice).count(), 1);
+}
+
+#[test]
+fn mask_rule_with_custom_detectors_and_partial_keep() {
+    let p = ok(&mask(
+        "targets = [\"db\"]\nwho = [\"alice\"]\ncustom = [{ name = \"employee_id\", pattern = 'EMP-[0-9]{6}' }]\nstrategy = \"partial\"\nkeep = 2\n",
+    ));
+    let m = &p.masks[0];
+    assert_eq!(m.targets, ["db"]);
+    assert!(m.detectors.is_empty());
+    assert_eq!(
+        m.custom,
+        [("employee_id".to_owned(), "EMP-[0-9]{6}".to_owned())]
+    );
+    assert_eq!(m.strategy, crate::mask::Strategy::Partial { keep: 2 });
+    let p = ok(&mask(
+        "who = [\"*\"]\ndetectors = [\"ssn\"]\nstrategy = \"partial\"\n",
+    ));
+    assert_eq!(
+        p.masks[0].strategy,
+        crate::mask::Strategy::Partial { keep: 4 }
+    );
+    let p = ok(&mask(
+        "who = [\"*\"]\ncolumns = [\"ssn\"]\nstrategy = \"hash\"\n",
+    ));
+    assert_eq!(p.masks[0].strategy, crate::mask::Strategy::Hash);
+    assert!(!p.masks[0].has_detectors());
+}
+
+#[test]
+fn rejects_unknown_detector_listing_valid_names() {
+    one_problem(
+        &mask("who = [\"*\"]\ndetectors = [\"email\", \"emial\"]\n"),
+        20,
+        23,
+        "unknown detector \"emial\"; valid detectors: all, private_key, jwt",
+    );
+}
+
+#[test]
+fn rejects_bad_and_unbounded_custom_patterns_at_the_pattern() {
+    one_problem(
+        &mask("who = [\"*\"]\ncustom = [{ name = \"emp\", pattern = 'EMP-[0-9' }]\n"),
+        20,
+        37,
+        "not a valid regular expression",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncustom = [{ name = \"emp\", pattern = 'EMP-[0-9]+' }]\n"),
+        20,
+        37,
+        "bounded length",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncustom = [{ name = \"emp\", pattern = '[0-9]*' }]\n"),
+        20,
+        37,
+        "empty string",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncustom = [{ name = \"email\", pattern = 'x' }]\n"),
+        20,
+        20,
+        "custom detector name \"email\"",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncustom = [{ name = \"e\" }]\n"),
+        20,
+        11,
+        "missing `pattern`",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncustom = [{ name = \"e\", pattern = 'a' }, { name = \"e\", pattern = 'b' }]\n"),
+        20,
+        51,
+        "defined twice",
+    );
+}
+
+#[test]
+fn rejects_mask_without_who_or_anything_to_mask() {
+    let ps = problems(&mask("strategy = \"redact\"\n"));
+    let at: Vec<(usize, usize)> = ps.iter().map(|p| (p.line, p.col)).collect();
+    assert_eq!(at, [(18, 1), (18, 1)], "{ps:#?}");
+    assert!(ps[0].message.contains("missing `who`"), "{ps:#?}");
+    assert!(ps[1].message.contains("masks nothing"), "{ps:#?}");
+    one_problem(
+        &mask("who = []\ncolumns = [\"x\"]\n"),
+        19,
+        7,
+        "`who` is empty",
+    );
+    one_problem(
+        &mask("who = [\"bob\"]\ncolumns = [\"x\"]\n"),
+        19,
+        8,
+        "not a defined identity",
+    );
+    one_problem(
+        &mask("targets = [\"nope\"]\nwho = [\"*\"]\ncolumns = [\"x\"]\n"),
+        19,
+        12,
+        "mask target \"nope\"",
+    );
+}
+
+#[test]
+fn rejects_bad_strategy_keep_and_column_globs() {
+    one_problem(
+        &mask("who = [\"*\"]\ncolumns = [\"x\"]\nstrategy = \"blur\"\n"),
+        21,
+        12,
+        "use \"redact\", \"partial\" or \"hash\"",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncolumns = [\"x\"]\nkeep = 3\n"),
+        21,
+        8,
+        "only used with `strategy = \"partial\"`",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncolumns = [\"x\"]\nstrategy = \"partial\"\nkeep = 65\n"),
+        22,
+        8,
+        "between 0 and 64",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncolumns = [\"a.b.c.d\"]\n"),
+        20,
+        12,
+        "is not COLUMN, TABLE.COLUMN",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncolumns = [\"x\", \"us ers\"]\n"),
+        20,
+        17,
+        "has characters other than",
+    );
+    one_problem(
+        &mask("who = [\"*\"]\ncolumns = [\"x\"]\nshape = 1\n"),
+        21,
+        1,
+        "unknown key `shape`",
     );
 }

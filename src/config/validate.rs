@@ -350,6 +350,7 @@ pub(crate) fn validate(
         .filter_map(|t| raw_name(&t.get_ref().name))
         .collect();
     let rules = rules(&mut cx, &raw.rule, &identity_names, &target_names);
+    let masks = masks(&mut cx, &raw.mask, &identity_names, &target_names);
     if let (Some(h), Some(listen)) = (
         &gateway.http,
         raw.gateway
@@ -374,6 +375,7 @@ pub(crate) fn validate(
             identities,
             targets,
             rules,
+            masks,
             source: source.to_path_buf(),
         })
     } else {
@@ -1249,6 +1251,205 @@ fn rules(
             timeout,
             approvals,
             grant,
+        });
+    }
+    out
+}
+
+/// Checks a `columns` glob of a mask rule and lower-cases it: one to three non-empty
+/// dot-separated parts of letters, digits, '_', '-', '*' and '?'.
+fn column_glob(s: &str) -> Result<String, &'static str> {
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'*' | b'?' | b'.'))
+    {
+        return Err("has characters other than letters, digits, '_', '-', '*', '?' and '.'");
+    }
+    let parts = s.split('.').count();
+    if parts > 3 || s.split('.').any(str::is_empty) {
+        return Err("is not COLUMN, TABLE.COLUMN or SCHEMA.TABLE.COLUMN");
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+fn masks(
+    cx: &mut Ctx<'_>,
+    raw: &[Spanned<RawMask>],
+    identities: &HashSet<&str>,
+    targets: &HashSet<&str>,
+) -> Vec<MaskRule> {
+    use crate::mask::{self, Strategy};
+    let mut out = Vec::with_capacity(raw.len());
+    for spanned in raw {
+        let table = spanned.span();
+        let r = spanned.get_ref();
+        let problems_before = cx.problems.len() + cx.omitted;
+
+        for t in &r.targets {
+            if !targets.contains(t.get_ref().as_str()) {
+                cx.err(
+                    t.span(),
+                    format!(
+                        "mask target {:?} is not a defined [[target]]; fix the name",
+                        t.get_ref()
+                    ),
+                );
+            }
+        }
+        let who = match cx.required(&r.who, table.clone(), "who", "[[mask]]", "[\"role:ci\"]") {
+            Some(list) if list.get_ref().is_empty() => {
+                cx.err(
+                    list.span(),
+                    "`who` is empty, so the mask would never apply; list identities, \"role:NAME\" or \"*\"",
+                );
+                Vec::new()
+            }
+            Some(list) => cx.who_list(list.get_ref(), identities, "who"),
+            None => Vec::new(),
+        };
+
+        let mut columns = Vec::with_capacity(r.columns.len());
+        for v in &r.columns {
+            match column_glob(v.get_ref()) {
+                Ok(g) => columns.push(g),
+                Err(why) => cx.err(
+                    v.span(),
+                    format!(
+                        "column pattern {:?} {why}; write e.g. \"*.email\", \"users.ssn\" or \"*password*\"",
+                        v.get_ref()
+                    ),
+                ),
+            }
+        }
+
+        let mut detectors: Vec<String> = Vec::new();
+        for v in &r.detectors {
+            let name = v.get_ref().as_str();
+            if name == "all" {
+                for d in mask::detectors() {
+                    if !detectors.iter().any(|x| x == d) {
+                        detectors.push(d.to_owned());
+                    }
+                }
+            } else if mask::detectors().any(|d| d == name) {
+                if !detectors.iter().any(|x| x == name) {
+                    detectors.push(name.to_owned());
+                }
+            } else {
+                cx.err(
+                    v.span(),
+                    mask::MaskError::UnknownDetector(name.to_owned()).to_string(),
+                );
+            }
+        }
+
+        if r.custom.len() > mask::MAX_CUSTOM {
+            cx.err(
+                table.clone(),
+                format!(
+                    "more than {} custom detectors in one [[mask]]; split the rule",
+                    mask::MAX_CUSTOM
+                ),
+            );
+        }
+        let mut custom: Vec<(String, String)> = Vec::with_capacity(r.custom.len());
+        for c in &r.custom {
+            let cr = c.get_ref();
+            let name = cx.required(
+                &cr.name,
+                c.span(),
+                "name",
+                "a custom detector",
+                "\"employee_id\"",
+            );
+            let pattern = cx.required(
+                &cr.pattern,
+                c.span(),
+                "pattern",
+                "a custom detector",
+                "'EMP-[0-9]{6}'",
+            );
+            let (Some(name), Some(pattern)) = (name, pattern) else {
+                continue;
+            };
+            if custom.iter().any(|(n, _)| n == name.get_ref()) {
+                cx.err(
+                    name.span(),
+                    format!("custom detector {:?} is defined twice in this [[mask]]; names must be unique", name.get_ref()),
+                );
+                continue;
+            }
+            match mask::check_custom(name.get_ref(), pattern.get_ref()) {
+                Ok(()) => custom.push((name.get_ref().clone(), pattern.get_ref().clone())),
+                Err(e @ mask::MaskError::BadName(_)) => cx.err(name.span(), e.to_string()),
+                Err(e) => cx.err(
+                    pattern.span(),
+                    format!("{e} (use '...' TOML strings to avoid escaping backslashes)"),
+                ),
+            }
+        }
+
+        let strategy = match r.strategy.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "redact")) => Some(Strategy::Redact),
+            Some((_, "hash")) => Some(Strategy::Hash),
+            Some((_, "partial")) => Some(Strategy::Partial {
+                keep: mask::DEFAULT_KEEP,
+            }),
+            Some((v, other)) => {
+                cx.err(
+                    v.span(),
+                    format!("strategy = {other:?} is not known; use \"redact\", \"partial\" or \"hash\""),
+                );
+                None
+            }
+        };
+        let strategy = match (strategy, &r.keep) {
+            (Some(Strategy::Partial { .. }), Some(v)) => match usize::try_from(*v.get_ref()) {
+                Ok(keep) if keep <= mask::MAX_KEEP => Some(Strategy::Partial { keep }),
+                _ => {
+                    cx.err(
+                        v.span(),
+                        format!("`keep` must be between 0 and {}: how many trailing characters stay visible", mask::MAX_KEEP),
+                    );
+                    None
+                }
+            },
+            (Some(_), Some(v)) => {
+                cx.err(
+                    v.span(),
+                    "`keep` is only used with `strategy = \"partial\"`; remove it or change the strategy",
+                );
+                None
+            }
+            (s, _) => s,
+        };
+
+        if r.columns.is_empty() && r.detectors.is_empty() && r.custom.is_empty() {
+            cx.err(
+                table.clone(),
+                "this [[mask]] masks nothing; add `columns`, `detectors` (e.g. [\"all\"]) or `custom`",
+            );
+        }
+
+        let Some(strategy) = strategy else { continue };
+        if cx.problems.len() + cx.omitted != problems_before {
+            continue;
+        }
+        // What passed the checks above must also compile together (size limits).
+        if let Err(e) = mask::Masker::new(&detectors, &custom, strategy, [0; 32]) {
+            cx.err(table.clone(), format!("[[mask]]: {e}"));
+            continue;
+        }
+        out.push(MaskRule {
+            targets: r.targets.iter().map(|t| t.get_ref().clone()).collect(),
+            who,
+            columns,
+            detectors,
+            custom,
+            strategy,
         });
     }
     out

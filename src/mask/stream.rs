@@ -1,0 +1,123 @@
+//! Masking a byte stream (COPY TO STDOUT data; later terminal output) in chunks of any size, with
+//! exactly the output [`Masker::mask_text`] gives for the whole stream at once.
+//!
+//! The regex engine cannot resume a search across chunks, so the stream keeps a tail. With `L` the
+//! longest match of any detector ([`Masker::max_match_len`]) and `len` the bytes buffered, a match
+//! that starts before `len - L` ends before `len`, and so does its one byte of look-ahead (`\b`):
+//! it, and the choice of leftmost match, are the same whatever bytes follow. Such a match is final;
+//! a match starting later waits for more bytes. Bytes before the first undecided position are
+//! final too and are written out. One byte before the search position is kept as look-behind, so
+//! `\b` and `^` see what they would see in the whole text.
+//!
+//! Each re-search scans the kept tail again, so to keep the cost per byte bounded the stream only
+//! searches once at least `max(L, 4 KiB)` new bytes are waiting: between calls it holds back at
+//! most `L + max(L, 4 KiB) + 1` bytes, and every byte is scanned at most about twice. Memory is
+//! flat whatever the stream's length. An interactive stream needs a flush when idle: [`finish`]
+//! ends a segment (everything held is decided and written), and feeding may go on after it.
+//!
+//! [`finish`]: StreamMasker::finish
+
+use regex_automata::meta;
+
+use super::{Hit, Masker};
+
+/// Least number of new bytes a search waits for (see the module docs).
+const MIN_STEP: usize = 4096;
+
+/// A stream being masked with one [`Masker`]. Feed it chunks; collect the output.
+pub struct StreamMasker<'a> {
+    masker: &'a Masker,
+    cache: meta::Cache,
+    /// Bytes not yet dropped: one byte of look-behind, then bytes not yet decided.
+    buf: Vec<u8>,
+    /// Where the next search starts, in `buf`.
+    pos: usize,
+    /// Bytes of `buf` already written to the output (always `pos`, or `pos - 0`, after a step).
+    emitted: usize,
+}
+
+impl std::fmt::Debug for StreamMasker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamMasker")
+            .field("held", &self.held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> StreamMasker<'a> {
+    pub fn new(masker: &'a Masker) -> Self {
+        StreamMasker {
+            masker,
+            cache: masker.re.create_cache(),
+            buf: Vec::new(),
+            pos: 0,
+            emitted: 0,
+        }
+    }
+
+    /// Bytes received but not yet written to an output.
+    pub fn held(&self) -> usize {
+        self.buf.len().saturating_sub(self.emitted)
+    }
+
+    /// Takes the next `chunk` of the stream and appends to `out` every byte that is now decided
+    /// (masked where a detector hit).
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.buf.extend_from_slice(chunk);
+        let l = self.masker.max_len;
+        if self.buf.len().saturating_sub(self.pos) > l.saturating_add(l.max(MIN_STEP)) {
+            self.step(false, out);
+        }
+    }
+
+    /// Ends the stream (or an interactive segment, e.g. when the stream has been idle): decides and
+    /// writes everything held. The stream may be fed again afterwards; matches never span a
+    /// `finish`.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.step(true, out);
+        self.buf.clear();
+        self.pos = 0;
+        self.emitted = 0;
+    }
+
+    fn step(&mut self, last: bool, out: &mut Vec<u8>) {
+        let len = self.buf.len();
+        let limit = if last {
+            usize::MAX
+        } else {
+            len.saturating_sub(self.masker.max_len)
+        };
+        loop {
+            match self
+                .masker
+                .next_hit(Some(&mut self.cache), &self.buf, self.pos, limit)
+            {
+                Some(Hit::Accepted { detector, range }) => {
+                    out.extend_from_slice(
+                        self.buf.get(self.emitted..range.start).unwrap_or_default(),
+                    );
+                    self.masker.replace(
+                        detector,
+                        self.buf.get(range.clone()).unwrap_or_default(),
+                        out,
+                    );
+                    self.emitted = range.end;
+                    self.pos = range.end;
+                }
+                None | Some(Hit::Undecided) => {
+                    // No match starts in [pos, limit): those bytes are final.
+                    let upto = if last { len } else { self.pos.max(limit) };
+                    out.extend_from_slice(self.buf.get(self.emitted..upto).unwrap_or_default());
+                    self.emitted = upto;
+                    self.pos = upto;
+                    break;
+                }
+            }
+        }
+        // Keep one byte of look-behind before the search position.
+        let cut = self.pos.saturating_sub(1).min(self.emitted);
+        self.buf.drain(..cut);
+        self.pos -= cut;
+        self.emitted -= cut;
+    }
+}
