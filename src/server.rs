@@ -23,12 +23,22 @@ use crate::store::Store;
 /// The policy and everything derived from it, swapped as a whole on reload.
 pub struct Loaded {
     pub policy: Arc<Policy>,
+    /// One compiled masker per `[[mask]]` rule, in policy order.
+    pub maskers: Vec<Arc<crate::mask::Masker>>,
     pub server_tls: HashMap<String, Arc<ServerConfig>>,
     pub upstream_tls: HashMap<String, Option<Arc<ClientConfig>>>,
 }
 
 impl Loaded {
-    pub fn build(policy: Policy) -> Result<Loaded, String> {
+    /// `mask_key` keys the `hash` masking strategy (derived from the store's gateway key, so
+    /// hashed values stay stable across restarts and reloads).
+    pub fn build(policy: Policy, mask_key: [u8; 32]) -> Result<Loaded, String> {
+        let mut maskers = Vec::with_capacity(policy.masks.len());
+        for (i, m) in policy.masks.iter().enumerate() {
+            let masker = crate::mask::Masker::new(&m.detectors, &m.custom, m.strategy, mask_key)
+                .map_err(|e| format!("[[mask]] #{}: {e}", i + 1))?;
+            maskers.push(Arc::new(masker));
+        }
         let mut server_tls = HashMap::new();
         let mut upstream_tls = HashMap::new();
         for t in &policy.targets {
@@ -43,6 +53,7 @@ impl Loaded {
         }
         Ok(Loaded {
             policy: Arc::new(policy),
+            maskers,
             server_tls,
             upstream_tls,
         })
@@ -115,6 +126,7 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     pub broker: Arc<crate::approval::Broker>,
     pub notifier: crate::approval::notify::Notifier,
+    mask_key: [u8; 32],
 }
 
 pub fn now_unix() -> u64 {
@@ -174,7 +186,7 @@ impl Gateway {
     /// Load the policy file again. A bad file is refused and the old policy keeps serving.
     pub fn reload(&self) -> Result<(), String> {
         let policy = config::load(&self.config_path).map_err(|e| e.to_string())?;
-        let loaded = Loaded::build(policy)?;
+        let loaded = Loaded::build(policy, self.mask_key)?;
         let policy = loaded.policy.clone();
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         // Sessions whose identity or target is gone end now.
@@ -232,8 +244,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     };
     let notifier =
         crate::approval::notify::Notifier::start(policy.gateway.webhooks.clone(), webhook_tls);
-    let loaded = Loaded::build(policy)?;
     let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
+    let mask_key = store.derive_key(b"mask-hash").map_err(|e| e.to_string())?;
+    let loaded = Loaded::build(policy, mask_key)?;
     let tokens = Arc::new(Tokens::new(store.clone()).map_err(|e| e.to_string())?);
     let (audit, writer) = audit::start(store.clone(), flush).map_err(|e| e.to_string())?;
     // Requests still pending from a previous run lost their connection: they become abandoned.
@@ -257,6 +270,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         metrics: crate::metrics::Metrics::default(),
         broker,
         notifier,
+        mask_key,
     });
 
     let control = {

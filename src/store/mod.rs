@@ -211,6 +211,15 @@ impl Store {
     }
 
     /// The gateway key (created by `open`).
+    /// A key for one purpose, derived from the gateway key: `HMAC-SHA256(gateway_key, label)`.
+    pub fn derive_key(&self, label: &[u8]) -> Result<[u8; 32], StoreError> {
+        let key = self.gateway_key()?;
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key), label);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
     pub(crate) fn gateway_key(&self) -> Result<[u8; 32], StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;

@@ -1,6 +1,7 @@
 //! PostgreSQL frontend/backend protocol v3.
 pub mod codec;
 pub mod conn;
+pub mod mask;
 pub mod md5;
 pub mod pipeline;
 pub mod proxy;

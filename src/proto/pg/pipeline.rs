@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::codec::{self, Backend, CodecError};
+use super::mask::{MaskFailure, MaskPlan};
 use crate::policy::kinds::{Flags, KindSet};
 
 /// What the gateway learned about one statement, shared between the prepared-statement tables and
@@ -92,6 +93,8 @@ pub struct Pipeline {
     lexer: LexerFacts,
     /// Cap on queued items: a client that pipelines without ever reading is stopped here.
     max_items: usize,
+    /// Masking of answers, when a `[[mask]]` rule applies to the session.
+    mask: Option<MaskPlan>,
 }
 
 /// Encodings in which every byte below 0x80 is ASCII and never part of a multi-byte character, so
@@ -123,6 +126,8 @@ pub enum PipelineError {
     Codec(CodecError),
     /// The client has too many unanswered messages in flight.
     TooManyInFlight(usize),
+    /// An answer could not be masked (the session ends rather than relay it raw).
+    Mask(MaskFailure),
 }
 
 impl std::fmt::Display for PipelineError {
@@ -130,6 +135,12 @@ impl std::fmt::Display for PipelineError {
         match self {
             PipelineError::Codec(e) => write!(f, "upstream sent a malformed message: {e}"),
             PipelineError::TooManyInFlight(n) => write!(f, "more than {n} statements in flight"),
+            PipelineError::Mask(MaskFailure::BinaryCopy) => {
+                f.write_str("binary COPY output of a masked session can't be masked; use text COPY")
+            }
+            PipelineError::Mask(MaskFailure::Codec(e)) => {
+                write!(f, "upstream sent a malformed message: {e}")
+            }
         }
     }
 }
@@ -145,6 +156,32 @@ impl Pipeline {
                 pending_checks: 0,
             },
             max_items,
+            mask: None,
+        }
+    }
+
+    /// Mask this session's answers with `plan`.
+    pub fn set_mask(&mut self, plan: MaskPlan) {
+        self.mask = Some(plan);
+    }
+
+    /// Detector hits in `text` masked, for audit events of a masked session.
+    pub fn mask_for_audit(&self, text: &str) -> Option<String> {
+        let plan = self.mask.as_ref()?;
+        plan.scan(text.as_bytes())
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+    }
+
+    /// Relay one frame, through the mask plan when there is one.
+    fn emit(&mut self, tag: u8, frame: &[u8], out: &mut Vec<u8>) -> Result<(), PipelineError> {
+        match self.mask.as_mut() {
+            Some(plan) if MaskPlan::wants(tag) => {
+                plan.process(tag, frame, out).map_err(PipelineError::Mask)
+            }
+            _ => {
+                out.extend_from_slice(frame);
+                Ok(())
+            }
         }
     }
 
@@ -200,10 +237,10 @@ impl Pipeline {
             Some((t, rest)) if rest.len() >= 4 => (*t, &rest[4..]),
             _ => return Err(PipelineError::Codec(CodecError::TooShort)),
         };
-        // Fast path: row data and most other messages are relayed without decoding.
+        // Fast path: row data and most other messages are relayed without decoding (masked
+        // first when the session has a mask plan).
         if !matches!(tag, b'C' | b'E' | b'I' | b's' | b'V' | b'Z' | b'S') {
-            out.extend_from_slice(frame);
-            return Ok(());
+            return self.emit(tag, frame, out);
         }
         match tag {
             b'V' => {
@@ -235,8 +272,7 @@ impl Pipeline {
                     }
                     _ => {}
                 }
-                out.extend_from_slice(frame);
-                return Ok(());
+                return self.emit(tag, frame, out);
             }
             Err(e) => return Err(PipelineError::Codec(e)),
         };
@@ -261,13 +297,13 @@ impl Pipeline {
                         out.extend_from_slice(&error);
                     }
                 } else {
-                    self.complete_front(
-                        now,
-                        None,
-                        Some((code.to_string(), message.to_string())),
-                        done,
-                    );
-                    out.extend_from_slice(frame);
+                    // The audit gets the masked text too.
+                    let message = self
+                        .mask_for_audit(message)
+                        .unwrap_or_else(|| message.to_string());
+                    let code = code.to_string();
+                    self.complete_front(now, None, Some((code, message)), done);
+                    self.emit(tag, frame, out)?;
                 }
                 // After an error the server skips the rest of the batch (extended protocol) or of the
                 // query string (simple protocol) up to the synchronisation point.

@@ -12,6 +12,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use smol::net::TcpStream;
 
 use super::codec::{self, Frontend};
+use super::mask::{MaskPlan, MaskRule};
 use super::pipeline::{Classified, Completion, HoldRule, Pipeline};
 use super::startup::{self, Accepted, Refusal};
 use super::upstream;
@@ -231,6 +232,26 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         return;
     }
 
+    // Mask plan: every [[mask]] rule for this target and identity.
+    let mask_rules: Vec<MaskRule> = loaded
+        .policy
+        .masks
+        .iter()
+        .zip(&loaded.maskers)
+        .filter(|(m, _)| {
+            (m.targets.is_empty() || m.targets.contains(&target.name))
+                && m.who.iter().any(|w| w.matches(&identity))
+        })
+        .map(|(m, masker)| MaskRule {
+            columns: m.columns.clone(),
+            masker: masker.clone(),
+        })
+        .collect();
+    let masked = !mask_rules.is_empty();
+    let mut pipeline = Pipeline::new(MAX_IN_FLIGHT);
+    if masked {
+        pipeline.set_mask(MaskPlan::new(mask_rules));
+    }
     let started = Instant::now();
     let counters = gw.metrics.target(&target.name);
     counters.sessions_total.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +264,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         target,
         token_id: token.id.clone(),
         read_only,
-        pipeline: Mutex::new(Pipeline::new(MAX_IN_FLIGHT)),
+        pipeline: Mutex::new(pipeline),
         tables: Mutex::new(Tables::default()),
         stats: Mutex::new(Stats::default()),
         client_mid_write: std::sync::atomic::AtomicBool::new(false),
@@ -474,6 +495,14 @@ fn flag_names(flags: Flags) -> Vec<String> {
 impl Session {
     fn bump(&self, f: impl FnOnce(&mut Stats)) {
         f(&mut lock(&self.stats));
+    }
+
+    /// Statement text as the audit may keep it: with detector hits masked when a mask rule
+    /// applies to the session.
+    fn audit_text(&self, text: &str) -> String {
+        lock(&self.pipeline)
+            .mask_for_audit(text)
+            .unwrap_or_else(|| text.to_string())
     }
 
     fn base_event(&self, kind: &'static str) -> Event {
@@ -721,7 +750,7 @@ impl Session {
         let mut ev = self
             .base_event("statement")
             .str("protocol", c.info.protocol)
-            .str("text", c.info.text.clone())
+            .str("text", self.audit_text(&c.info.text))
             .list("kinds", kind_names(c.info.kinds))
             .list("tables", c.info.tables.clone())
             .list("flags", flag_names(c.info.flags))
@@ -927,7 +956,7 @@ impl Session {
             let ev = self
                 .base_event("statement_refused")
                 .str("protocol", protocol)
-                .str("text", piece)
+                .str("text", self.audit_text(piece))
                 .list("kinds", kind_names(j.stmt.kinds))
                 .list("tables", j.stmt.tables.clone())
                 .list("flags", flag_names(j.stmt.flags))
@@ -949,7 +978,7 @@ impl Session {
         let ev = self
             .base_event("statement_intent")
             .str("protocol", info.protocol)
-            .str("text", info.text.clone())
+            .str("text", self.audit_text(&info.text))
             .list("kinds", kind_names(info.kinds))
             .list("tables", info.tables.clone())
             .opt_str("rule", info.rule.clone());

@@ -253,7 +253,7 @@ impl Session {
         };
         let ev = self
             .base_event("statement_refused")
-            .str("text", request.text.clone())
+            .str("text", self.audit_text(&request.text))
             .str("decision", "approve")
             .str("rule", rule.clone())
             .str("approval", id)
