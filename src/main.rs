@@ -30,6 +30,7 @@ enum Command {
     Token(TokenCmd),
     Audit(AuditCmd),
     Approvals(ApprovalsCmd),
+    Mask(MaskCmd),
 }
 
 #[derive(FromArgs)]
@@ -224,6 +225,90 @@ struct ApprovalsDeny {
     reason: String,
 }
 
+#[derive(FromArgs)]
+/// Try the masking rules.
+#[argh(subcommand, name = "mask")]
+struct MaskCmd {
+    #[argh(subcommand)]
+    command: MaskSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum MaskSub {
+    Test(MaskTest),
+}
+
+#[derive(FromArgs)]
+/// Mask standard input with a target's [[mask]] rules and print it (what a client would see in
+/// free-text values); the hash strategy uses a demo key here, not the gateway's.
+#[argh(subcommand, name = "test")]
+struct MaskTest {
+    /// policy file
+    #[argh(option, short = 'c')]
+    config: PathBuf,
+    /// target whose rules apply
+    #[argh(option)]
+    target: String,
+    /// only the rules that apply to this identity (default: every rule of the target)
+    #[argh(option)]
+    identity: Option<String>,
+}
+
+fn mask_test(c: MaskTest) -> Result<(), String> {
+    use std::io::Read;
+    let policy = load(&c.config)?;
+    if policy.target(&c.target).is_none() {
+        return Err(format!(
+            "no target {:?} in {}",
+            c.target,
+            c.config.display()
+        ));
+    }
+    let identity = match &c.identity {
+        Some(name) => Some(
+            policy
+                .identity(name)
+                .ok_or_else(|| format!("no identity {name:?}"))?
+                .clone(),
+        ),
+        None => None,
+    };
+    let mut maskers = Vec::new();
+    for m in &policy.masks {
+        let target_ok = m.targets.is_empty() || m.targets.contains(&c.target);
+        let who_ok = identity
+            .as_ref()
+            .is_none_or(|i| m.who.iter().any(|w| w.matches(i)));
+        if target_ok && who_ok {
+            let masker =
+                portcullis::mask::Masker::new(&m.detectors, &m.custom, m.strategy, [0u8; 32])
+                    .map_err(|e| e.to_string())?;
+            eprintln!(
+                "portcullis: rule for {:?}: columns {:?}, detectors {:?}",
+                m.who, m.columns, m.detectors
+            );
+            maskers.push(masker);
+        }
+    }
+    if maskers.is_empty() {
+        eprintln!("portcullis: no [[mask]] rule applies; output = input");
+    }
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(64 << 20)
+        .read_to_end(&mut input)
+        .map_err(|e| e.to_string())?;
+    for m in &maskers {
+        if let Some(masked) = m.mask_text(&input) {
+            input = masked;
+        }
+    }
+    std::io::stdout()
+        .write_all(&input)
+        .map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match cli.command {
@@ -245,6 +330,9 @@ fn main() -> ExitCode {
             TokenSub::Revoke(c) => token_revoke(&c.config, c.id),
         },
         Command::Approvals(a) => approvals(a),
+        Command::Mask(m) => match m.command {
+            MaskSub::Test(t) => mask_test(t),
+        },
         Command::Audit(a) => match a.command {
             AuditSub::Export(c) => audit_export(&c.config, c.since),
             AuditSub::Verify(c) => audit_verify(&c.config),
