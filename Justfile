@@ -33,3 +33,7 @@ fuzz TARGET:
 # run the gateway with the example policy
 run:
     cargo run --release -- serve --config policy.example.toml
+
+# masking: detector throughput, and a large SELECT direct vs gateway with masking off and on
+bench-mask:
+    bash bench/mask.sh

@@ -42,6 +42,8 @@ enum Column {
 pub enum MaskFailure {
     Codec(CodecError),
     BinaryCopy,
+    /// COPY output carries no column names, so columns a rule names can't be found in it.
+    CopyWithMaskedColumns,
 }
 
 pub struct MaskPlan {
@@ -87,6 +89,11 @@ impl MaskPlan {
         current
     }
 
+    /// Whether any rule masks columns by name.
+    pub fn names_columns(&self) -> bool {
+        self.rules.iter().any(|r| !r.columns.is_empty())
+    }
+
     /// The tags this plan needs to see; everything else is relayed untouched.
     pub fn wants(tag: u8) -> bool {
         matches!(tag, b'T' | b'D' | b'E' | b'N' | b'A' | b'd' | b'H')
@@ -128,6 +135,11 @@ impl MaskPlan {
                 self.copy_binary = r.u8().map_err(codec)? == 1;
                 if self.copy_binary {
                     return Err(MaskFailure::BinaryCopy);
+                }
+                // The proxy refuses COPY TO for such sessions before it runs; this is the
+                // backstop for any COPY the classifier did not see (fail closed).
+                if self.names_columns() {
+                    return Err(MaskFailure::CopyWithMaskedColumns);
                 }
                 out.extend_from_slice(frame);
             }

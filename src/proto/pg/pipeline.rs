@@ -138,6 +138,9 @@ impl std::fmt::Display for PipelineError {
             PipelineError::Mask(MaskFailure::BinaryCopy) => {
                 f.write_str("binary COPY output of a masked session can't be masked; use text COPY")
             }
+            PipelineError::Mask(MaskFailure::CopyWithMaskedColumns) => {
+                f.write_str("COPY TO of a session with masked columns can't be masked; use SELECT")
+            }
             PipelineError::Mask(MaskFailure::Codec(e)) => {
                 write!(f, "upstream sent a malformed message: {e}")
             }
@@ -163,6 +166,11 @@ impl Pipeline {
     /// Mask this session's answers with `plan`.
     pub fn set_mask(&mut self, plan: MaskPlan) {
         self.mask = Some(plan);
+    }
+
+    /// Whether the session's mask rules name columns (COPY TO is then refused).
+    pub fn masks_columns(&self) -> bool {
+        self.mask.as_ref().is_some_and(MaskPlan::names_columns)
     }
 
     /// Detector hits in `text` masked, for audit events of a masked session.

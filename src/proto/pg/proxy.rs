@@ -931,6 +931,19 @@ impl Session {
                 let piece = text.get(stmt.span.clone()).unwrap_or(text);
                 let mut decision =
                     policy::decide(policy, identity, target, &stmt, stmt.kinds, piece);
+                // COPY output has no column names: masked columns could not be found in it.
+                if stmt.kinds.contains(StmtKind::CopyTo)
+                    && decision.action == Action::Allow
+                    && lock(&self.pipeline).masks_columns()
+                {
+                    decision = policy::Decision {
+                        action: Action::Block,
+                        rule: Some("mask".into()),
+                        message: Some(
+                            "COPY TO is not available where columns are masked; use SELECT".into(),
+                        ),
+                    };
+                }
                 // The upstream session was opened read-only at connect time; keep refusing what
                 // would lift it even if a reload changed the policy since.
                 if self.read_only && stmt.flags.contains(Flags::LIFTS_READ_ONLY) && decision.action == Action::Allow {
