@@ -10,7 +10,7 @@ use smol::io::AsyncWriteExt;
 use smol::net::TcpStream;
 
 use super::codec::{self, CodecError, StartupRequest};
-use super::conn::{Conn, ReadError};
+use super::conn::{Conn, Message, ReadError};
 use super::scram;
 use crate::audit::Event;
 use crate::config::{ClientAuth, Identity, Target};
@@ -369,18 +369,7 @@ async fn authenticate_scram(
 ) -> Result<Option<TokenInfo>, Refusal> {
     let mut out = Vec::with_capacity(128);
     codec::encode_auth_sasl(&mut out, &["SCRAM-SHA-256"]);
-    conn.send(&out)
-        .await
-        .map_err(|e| Refusal::Gone(e.to_string()))?;
-
-    let msg = conn.read_message(8192).await?;
-    if msg.tag != b'p' {
-        return Err(fatal(
-            "08P01",
-            "expected SASLInitialResponse",
-            "protocol violation during auth",
-        ));
-    }
+    let msg = ask(conn, &out, "SASLInitialResponse").await?;
     let (mechanism, data) =
         codec::decode_sasl_initial(&msg.body).map_err(|e| Refusal::from(ReadError::Codec(e)))?;
     if mechanism != "SCRAM-SHA-256" {
@@ -397,18 +386,7 @@ async fn authenticate_scram(
         .map_err(|e| fatal("08P01", format!("malformed SCRAM message: {e}"), "scram"))?;
     out.clear();
     codec::encode_auth_sasl_continue(&mut out, &server_first);
-    conn.send(&out)
-        .await
-        .map_err(|e| Refusal::Gone(e.to_string()))?;
-
-    let msg = conn.read_message(8192).await?;
-    if msg.tag != b'p' {
-        return Err(fatal(
-            "08P01",
-            "expected SASLResponse",
-            "protocol violation during auth",
-        ));
-    }
+    let msg = ask(conn, &out, "SASLResponse").await?;
     let now = now_unix();
     let candidates = if valid {
         let tokens = gw.tokens.clone();
@@ -450,6 +428,23 @@ async fn authenticate_scram(
     Ok(Some(info))
 }
 
+/// Send an authentication request and read the client's answer, which must be a 'p' message
+/// (PasswordMessage, SASLInitialResponse and SASLResponse share the tag). Bounded: 8 KiB.
+async fn ask(conn: &mut Conn, request: &[u8], expected: &str) -> Result<Message, Refusal> {
+    conn.send(request)
+        .await
+        .map_err(|e| Refusal::Gone(e.to_string()))?;
+    let msg = conn.read_message(8192).await?;
+    if msg.tag != b'p' {
+        return Err(fatal(
+            "08P01",
+            format!("expected {expected}"),
+            "protocol violation during auth",
+        ));
+    }
+    Ok(msg)
+}
+
 /// Cleartext password (the token) over TLS, for drivers without SCRAM (`client_auth = "password"`).
 async fn authenticate_password(
     gw: &Gateway,
@@ -460,17 +455,7 @@ async fn authenticate_password(
 ) -> Result<Option<TokenInfo>, Refusal> {
     let mut out = Vec::with_capacity(16);
     codec::encode_auth_cleartext(&mut out);
-    conn.send(&out)
-        .await
-        .map_err(|e| Refusal::Gone(e.to_string()))?;
-    let msg = conn.read_message(1024).await?;
-    if msg.tag != b'p' {
-        return Err(fatal(
-            "08P01",
-            "expected PasswordMessage",
-            "protocol violation during auth",
-        ));
-    }
+    let msg = ask(conn, &out, "PasswordMessage").await?;
     let secret = codec::decode_password(&msg.body)
         .map_err(|e| Refusal::from(ReadError::Codec(e)))?
         .to_string();
