@@ -509,3 +509,55 @@ fn export_lines_respects_line_and_byte_caps() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn record_alone_is_flushed_durably_within_the_interval() {
+    use std::sync::atomic::Ordering;
+    let (store, dir) = open("audit-flush");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    smol::block_on(audit.record(Event::new("read"))).unwrap();
+    // One Durability::None commit for the event, then one Immediate flush after FLUSH.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while audit.stats.commits.load(Ordering::Relaxed) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no flush commit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(FLUSH * 3);
+    assert_eq!(
+        audit.stats.commits.load(Ordering::Relaxed),
+        2,
+        "idle writer keeps committing"
+    );
+    writer.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn many_records_from_many_threads_all_land_in_order() {
+    let (store, dir) = open("audit-many");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let audit = audit.clone();
+            std::thread::spawn(move || {
+                for i in 0..5000u64 {
+                    smol::block_on(audit.record(Event::new("read").uint("t", t).uint("i", i)))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in threads {
+        h.join().unwrap();
+    }
+    let last = audit.record_blocking(Event::new("write")).unwrap();
+    let elapsed = started.elapsed();
+    writer.shutdown();
+    assert_eq!(last, 20_001);
+    let report = verify(&store).unwrap();
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.events, 20_001);
+    eprintln!("20001 events in {elapsed:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -507,10 +507,8 @@ impl Tokens {
         if secret.len() != SECRET_LEN || !secret.starts_with(SECRET_PREFIX) {
             return Ok(None);
         }
+        // Derive even when there are no candidates, so the time taken doesn't say whether any exist.
         let candidates = self.candidates(identity, target, scope, now)?;
-        if candidates.is_empty() {
-            return Ok(None);
-        }
         let salt = self.scram_salt(identity, target);
         let presented = derive_verifier(secret.as_bytes(), &salt, SCRAM_ITERATIONS);
         let mut found = None;
