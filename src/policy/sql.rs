@@ -1444,21 +1444,28 @@ impl<'a> Cx<'a> {
             _ => {}
         }
         self.kind(K::Ddl);
-        let at = match w.as_bytes() {
+        if let Some(at) = self.relation_after(w.as_bytes(), i, hi) {
+            self.table_ref(at, hi);
+        }
+    }
+
+    /// Where the relation name starts in `ALTER|DROP <w> [IF EXISTS] name` for table-like
+    /// objects (`w` is the word at `i`); `None` for other objects.
+    fn relation_after(&self, w: &[u8], i: usize, hi: usize) -> Option<usize> {
+        let at = match w {
             b"table" | b"view" | b"sequence" => i + 1,
             b"foreign" | b"materialized"
                 if self.kw(i + 1, hi, "table") || self.kw(i + 1, hi, "view") =>
             {
                 i + 2
             }
-            _ => return,
+            _ => return None,
         };
-        let at = if self.kw(at, hi, "if") && self.kw(at + 1, hi, "exists") {
-            at + 2
+        if self.kw(at, hi, "if") && self.kw(at + 1, hi, "exists") {
+            Some(at + 2)
         } else {
-            at
-        };
-        self.table_ref(at, hi);
+            Some(at)
+        }
     }
 
     fn drop(&mut self, lo: usize, hi: usize) {
@@ -1472,21 +1479,9 @@ impl<'a> Cx<'a> {
             _ => {}
         }
         self.kind(K::Ddl);
-        let at = match w.as_bytes() {
-            b"table" | b"view" | b"sequence" => i + 1,
-            b"foreign" | b"materialized"
-                if self.kw(i + 1, hi, "table") || self.kw(i + 1, hi, "view") =>
-            {
-                i + 2
-            }
-            _ => return,
-        };
-        let at = if self.kw(at, hi, "if") && self.kw(at + 1, hi, "exists") {
-            at + 2
-        } else {
-            at
-        };
-        self.name_list(at, hi);
+        if let Some(at) = self.relation_after(w.as_bytes(), i, hi) {
+            self.name_list(at, hi);
+        }
     }
 
     /// `REFRESH MATERIALIZED VIEW [CONCURRENTLY] name`
