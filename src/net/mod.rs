@@ -1,3 +1,5 @@
-//! Sockets, TLS and the stream type both protocol legs use.
+//! Sockets, TLS and the stream types the protocol legs use.
 pub mod stream;
+pub mod sync_conn;
 pub mod tls;
+pub mod wake;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use smol::io::AsyncWriteExt;
 use smol::net::TcpStream;
 
 use super::codec::{self, Frontend};
@@ -18,9 +18,11 @@ use super::startup::{self, Accepted, Refusal};
 use super::upstream;
 
 mod hold;
+mod relay;
 use crate::audit::Event;
 use crate::config::{Action, Identity, Target};
 use crate::net::stream::Stream;
+use crate::net::sync_conn::SyncConn;
 use crate::policy::kinds::{Flags, KindSet, PreparedRef, Statement, StmtKind};
 use crate::policy::{self, sql};
 use crate::server::{lock, Gateway, SessionEntry};
@@ -180,7 +182,6 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let cancel_secret: [u8; 4] = gw.random_bytes();
     let (kill_tx, kill_rx) = smol::channel::bounded::<String>(1);
     let (hold_cancel_tx, hold_cancel_rx) = smol::channel::bounded::<()>(1);
-    let (notices_tx, notices_rx) = smol::channel::bounded::<Vec<u8>>(4);
     lock(&gw.sessions).insert(
         pid,
         SessionEntry {
@@ -267,53 +268,55 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         pipeline: Mutex::new(pipeline),
         tables: Mutex::new(Tables::default()),
         stats: Mutex::new(Stats::default()),
-        client_mid_write: std::sync::atomic::AtomicBool::new(false),
         counters,
         origin: if token.origin.is_empty() {
             format!("client {peer}")
         } else {
             format!("{} (client {peer})", token.origin)
         },
-        notices: notices_tx,
-        notices_rx,
         hold_cancel: hold_cancel_rx,
         max_body: gwcfg.max_message_size,
     };
 
-    let (client_rd, mut client_wr) = smol::io::split(conn.stream);
-    let (up_rd, up_wr) = smol::io::split(up.conn.stream);
+    let legs = match (
+        SyncConn::from_stream(conn.stream),
+        SyncConn::from_stream(up.conn.stream),
+    ) {
+        (Ok(client), Ok(upc)) => relay::Legs {
+            client,
+            client_buf: conn.buf,
+            up: upc,
+            up_buf: up.conn.buf,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            log(&format!(
+                "session {session_id}: cannot take over the sockets: {e}"
+            ));
+            return;
+        }
+    };
+    let session = Arc::new(session);
     let idle = gwcfg.idle_timeout;
-    let ending = session
-        .relay(
-            client_rd,
-            conn.buf,
-            up_wr,
-            up_rd,
-            up.conn.buf,
-            &mut client_wr,
-            idle,
-            &kill_rx,
-        )
-        .await;
+    // The relay runs on its own thread (see `relay`); this task waits for it to end.
+    let (ended_tx, ended_rx) = smol::channel::bounded::<Ending>(1);
+    let on_thread = session.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("pg-session-{pid}"))
+        .spawn(move || {
+            let ending = relay::run(&on_thread, legs, idle, kill_rx);
+            let _ = ended_tx.send_blocking(ending);
+        });
+    let ending = match spawned {
+        Ok(_) => ended_rx
+            .recv()
+            .await
+            .unwrap_or_else(|_| Ending::Quiet("session thread ended".into())),
+        Err(e) => Ending::Quiet(format!("cannot start a session thread: {e}")),
+    };
     let stats = *lock(&session.stats);
     let reason = match ending {
         Ending::Quiet(reason) => reason,
-        Ending::Fatal { code, message } if session.client_mid_write.load(Ordering::Relaxed) => {
-            // A message to the client was cut off; anything more would be garbage to it.
-            format!("{code}: {message}")
-        }
         Ending::Fatal { code, message } => {
-            let mut out = Vec::new();
-            codec::encode_error(
-                &mut out,
-                "FATAL",
-                code,
-                &format!("portcullis: {message}"),
-                None,
-                None,
-            );
-            let _ = client_wr.write_all(&out).await;
-            let _ = client_wr.flush().await;
             if code == "57P01" {
                 // Closing our socket doesn't stop a statement already running upstream (the
                 // server notices only when it next writes); cancel it.
@@ -367,22 +370,6 @@ struct Stats {
     blocked: u64,
 }
 
-/// What woke the downward half.
-enum Down {
-    Data(std::io::Result<usize>),
-    Notice(Vec<u8>),
-    Killed(String),
-}
-
-/// What woke the upward half while a statement waited for approval.
-enum Wait {
-    Done(hold::Waited),
-    /// The client sent more bytes (buffered, handled after the decision).
-    Data,
-    /// The client closed the connection.
-    Gone,
-}
-
 /// How a relay ended: quietly (a side closed), or with a FATAL error the client is told.
 enum Ending {
     Quiet(String),
@@ -418,15 +405,9 @@ struct Session {
     tables: Mutex<Tables>,
     stats: Mutex<Stats>,
     max_body: usize,
-    /// Set while a write to the client is under way: a FATAL must not be spliced into a
-    /// half-written message if the relay is stopped then.
-    client_mid_write: std::sync::atomic::AtomicBool,
     counters: Arc<crate::metrics::TargetMetrics>,
     /// Who or what asked, for approval requests: the token's origin and the client address.
     origin: String,
-    /// Messages for the client that don't come from upstream (approval notices).
-    notices: smol::channel::Sender<Vec<u8>>,
-    notices_rx: smol::channel::Receiver<Vec<u8>>,
     /// A CancelRequest for this session while a statement waits for approval.
     hold_cancel: smol::channel::Receiver<()>,
 }
@@ -511,235 +492,6 @@ impl Session {
             .str("identity", self.identity.name.clone())
             .str("target", self.target.name.clone())
             .str("token", self.token_id.clone())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn relay(
-        &self,
-        mut client_rd: ReadHalf<Stream>,
-        client_buf: Vec<u8>,
-        mut up_wr: WriteHalf<Stream>,
-        mut up_rd: ReadHalf<Stream>,
-        up_buf: Vec<u8>,
-        client_wr: &mut WriteHalf<Stream>,
-        idle: Option<std::time::Duration>,
-        kill: &smol::channel::Receiver<String>,
-    ) -> Ending {
-        let this = self;
-        // Both directions run in this one task; they share the pipeline through a mutex that is
-        // never held across an await.
-        let upward = async {
-            let mut buf = client_buf;
-            let mut out = Vec::with_capacity(16 * 1024);
-            let mut chunk = vec![0u8; 64 * 1024];
-            // Client bytes read while a statement waited for approval.
-            let mut extra: Vec<u8> = Vec::new();
-            loop {
-                // Handle every complete frame in the buffer.
-                let mut pos = 0;
-                loop {
-                    match codec::split_frame(&buf[pos..], this.max_body) {
-                        Ok(Some(frame)) => {
-                            let len = frame.len;
-                            let tag = frame.tag;
-                            let whole = &buf[pos..pos + len];
-                            let mut verdict = this.on_client_message(tag, whole).await;
-                            if let Verdict::Hold(hold) = verdict {
-                                // What was decided before the held message goes up now.
-                                if !out.is_empty() {
-                                    if let Err(e) = up_wr.write_all(&out).await {
-                                        return Ending::Quiet(format!("upstream write: {e}"));
-                                    }
-                                    let _ = up_wr.flush().await;
-                                    out.clear();
-                                }
-                                let _ = this.notices.send(this.held_notice(&hold)).await;
-                                while this.hold_cancel.try_recv().is_ok() {}
-                                // Wait; keep reading the client (to see it leave), buffering what
-                                // it pipelines meanwhile, up to a cap.
-                                let waited = loop {
-                                    let decided = async {
-                                        Wait::Done(match hold.outcome.recv().await {
-                                            Ok(o) => hold::Waited::Outcome(o),
-                                            Err(_) => hold::Waited::Outcome(
-                                                crate::approval::Outcome::Abandoned,
-                                            ),
-                                        })
-                                    };
-                                    let timer = async {
-                                        smol::Timer::at(hold.deadline).await;
-                                        Wait::Done(hold::Waited::TimedOut)
-                                    };
-                                    let cancel = async {
-                                        let _ = this.hold_cancel.recv().await;
-                                        Wait::Done(hold::Waited::Cancelled)
-                                    };
-                                    let read = async {
-                                        if extra.len() > this.max_body {
-                                            smol::future::pending::<()>().await;
-                                        }
-                                        match client_rd.read(&mut chunk).await {
-                                            Ok(0) | Err(_) => Wait::Gone,
-                                            Ok(n) => {
-                                                extra.extend_from_slice(&chunk[..n]);
-                                                Wait::Data
-                                            }
-                                        }
-                                    };
-                                    match decided.or(timer).or(cancel).or(read).await {
-                                        Wait::Done(w) => break w,
-                                        Wait::Data => continue,
-                                        Wait::Gone => {
-                                            let id = hold.request.id.clone();
-                                            this.gw.broker.abandon(&id, crate::server::now_unix());
-                                            this.gw
-                                                .metrics
-                                                .approvals_abandoned
-                                                .fetch_add(1, Ordering::Relaxed);
-                                            return Ending::Quiet(format!(
-                                                "client left while {id} waited for approval"
-                                            ));
-                                        }
-                                    }
-                                };
-                                verdict = this.resume(*hold, waited).await;
-                            }
-                            match verdict {
-                                Verdict::Forward => out.extend_from_slice(whole),
-                                Verdict::Replace(bytes) => out.extend_from_slice(&bytes),
-                                Verdict::Fatal(msg) => return fatal("08P01", msg),
-                                Verdict::Hold(_) => {
-                                    return fatal("08P01", "internal: nested hold");
-                                }
-                            }
-                            pos += len;
-                            if tag == b'X' {
-                                let _ = up_wr.write_all(&out).await;
-                                let _ = up_wr.flush().await;
-                                return Ending::Quiet("client terminated".into());
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            return fatal("08P01", format!("invalid message from client: {e}"))
-                        }
-                    }
-                }
-                buf.drain(..pos);
-                buf.append(&mut extra);
-                if !out.is_empty() {
-                    if let Err(e) = up_wr.write_all(&out).await {
-                        return Ending::Quiet(format!("upstream write: {e}"));
-                    }
-                    if let Err(e) = up_wr.flush().await {
-                        return Ending::Quiet(format!("upstream write: {e}"));
-                    }
-                    out.clear();
-                }
-                let read = client_rd.read(&mut chunk);
-                let n = match idle {
-                    Some(limit) => {
-                        match async { Some(read.await) }
-                            .or(async {
-                                smol::Timer::after(limit).await;
-                                None
-                            })
-                            .await
-                        {
-                            Some(r) => r,
-                            None => {
-                                return fatal("57P05", "session idle for too long (idle_timeout)")
-                            }
-                        }
-                    }
-                    None => read.await,
-                };
-                match n {
-                    Ok(0) => return Ending::Quiet("client closed".into()),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) => return Ending::Quiet(format!("client read: {e}")),
-                }
-            }
-        };
-        let downward = async {
-            let mut buf = up_buf;
-            let mut out = Vec::with_capacity(64 * 1024);
-            let mut done: Vec<Completion> = Vec::new();
-            let mut chunk = vec![0u8; 64 * 1024];
-            loop {
-                let mut pos = 0;
-                let now = Instant::now();
-                loop {
-                    match codec::split_frame(&buf[pos..], this.max_body) {
-                        Ok(Some(frame)) => {
-                            let len = frame.len;
-                            let r = lock(&this.pipeline).on_backend(
-                                &buf[pos..pos + len],
-                                now,
-                                &mut out,
-                                &mut done,
-                            );
-                            if let Err(e) = r {
-                                return fatal("08P01", format!("upstream protocol error: {e}"));
-                            }
-                            pos += len;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            return fatal("08P01", format!("upstream sent an invalid message: {e}"))
-                        }
-                    }
-                }
-                buf.drain(..pos);
-                if !out.is_empty() {
-                    this.client_mid_write.store(true, Ordering::Relaxed);
-                    if let Err(e) = client_wr.write_all(&out).await {
-                        return Ending::Quiet(format!("client write: {e}"));
-                    }
-                    this.client_mid_write.store(false, Ordering::Relaxed);
-                    if let Err(e) = client_wr.flush().await {
-                        return Ending::Quiet(format!("client write: {e}"));
-                    }
-                    out.clear();
-                }
-                for c in done.drain(..) {
-                    this.audit_completion(c).await;
-                }
-                // A kill (identity removed, token revoked, shutdown) wins over waiting for data.
-                let read = async { Down::Data(up_rd.read(&mut chunk).await) };
-                let notice = async {
-                    match this.notices_rx.recv().await {
-                        Ok(bytes) => Down::Notice(bytes),
-                        Err(_) => smol::future::pending().await,
-                    }
-                };
-                let killed = async {
-                    Down::Killed(
-                        kill.recv()
-                            .await
-                            .unwrap_or_else(|_| "gateway shutting down".into()),
-                    )
-                };
-                match read.or(notice).or(killed).await {
-                    Down::Data(Ok(0)) => return Ending::Quiet("upstream closed".into()),
-                    Down::Data(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                    Down::Data(Err(e)) => return Ending::Quiet(format!("upstream read: {e}")),
-                    // Between two whole batches, so it can't split a message.
-                    Down::Notice(bytes) => {
-                        this.client_mid_write.store(true, Ordering::Relaxed);
-                        if let Err(e) = client_wr.write_all(&bytes).await {
-                            return Ending::Quiet(format!("client write: {e}"));
-                        }
-                        let _ = client_wr.flush().await;
-                        this.client_mid_write.store(false, Ordering::Relaxed);
-                    }
-                    Down::Killed(reason) => {
-                        return fatal("57P01", format!("session terminated: {reason}"))
-                    }
-                }
-            }
-        };
-        upward.or(downward).await
     }
 
     async fn audit_completion(&self, c: Completion) {
