@@ -126,6 +126,8 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     pub broker: Arc<crate::approval::Broker>,
     pub notifier: crate::approval::notify::Notifier,
+    /// Table OIDs resolved to names, for `schema.table.column` mask rules.
+    pub catalog: crate::proto::pg::catalog::Catalog,
     mask_key: [u8; 32],
 }
 
@@ -270,6 +272,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         metrics: crate::metrics::Metrics::default(),
         broker,
         notifier,
+        catalog: Default::default(),
         mask_key,
     });
 

@@ -30,7 +30,11 @@ const SEED_SQL: &str = "create table people (id int primary key, email text uniq
      (2, 'bob.jones@example.net', '219-09-9999', '5500-0000-0000-0004', \
          'deploy key AKIAIOSFODNN7EXAMPLE leaked in ticket 5521', 9930),\n\
      (3, 'carol@example.org', '078-05-1120', '340000000000009', \
-         'no personal data here, just a note', 1234);";
+         'no personal data here, just a note', 1234);\n\
+     create table staff (id int primary key, salary int);\n\
+     insert into staff values (1, 91000);\n\
+     create table bonus (id int primary key, salary int);\n\
+     insert into bonus values (1, 500);";
 
 /// Every raw sensitive value of the seed, as it could appear in any output.
 const RAW_PII: [&str; 11] = [
@@ -108,7 +112,7 @@ fn policy(pg: &PgCluster, port: u16) -> String {
          [[mask]]\n\
          targets = [\"db\"]\n\
          who = [\"role:ci\"]\n\
-         columns = [\"*.ssn\", \"*.pin\"]\n\
+         columns = [\"*.ssn\", \"*.pin\", \"public.staff.salary\"]\n\
          detectors = [\"email\", \"card\", \"aws_key\"]\n\
          strategy = \"redact\"\n",
         upstream = toml_str(&pg.addr()),
@@ -279,6 +283,36 @@ fn masked_columns_and_detector_hits_in_psql_results() {
     );
     assert_ok(&pins, "ci-bot's select pin, ssn");
     assert_eq!(stdout(&pins), "[redacted]|[redacted]\n");
+}
+
+#[test]
+fn columns_are_masked_by_their_source_table_whatever_the_query_calls_them() {
+    let env = Env::start();
+    // Renamed columns: RowDescription says `x` and `y`, the catalog says people.ssn / people.pin.
+    let aliased = env.psql(
+        "ci-bot",
+        &[
+            "-At",
+            "-c",
+            "select ssn as x, pin as y, id from people where id = 1",
+        ],
+    );
+    assert_ok(&aliased, "ci-bot's aliased select");
+    assert_eq!(stdout(&aliased), "[redacted]|[redacted]|1\n");
+
+    // `public.staff.salary` masks staff's column, renamed or not, and not bonus.salary.
+    let query = "select s.salary as pay, b.salary from staff s join bonus b using (id)";
+    let joined = env.psql("ci-bot", &["-At", "-c", query]);
+    assert_ok(&joined, "ci-bot's join");
+    assert_eq!(stdout(&joined), "[redacted]|500\n");
+    let raw = env.psql("alice", &["-At", "-c", query]);
+    assert_ok(&raw, "alice's join");
+    assert_eq!(stdout(&raw), "91000|500\n", "alice has no mask rule");
+
+    // An expression has no source table: a `table.column` glob still matches its label.
+    let expr = env.psql("ci-bot", &["-At", "-c", "select 7 as salary"]);
+    assert_ok(&expr, "ci-bot's expression");
+    assert_eq!(stdout(&expr), "[redacted]\n");
 }
 
 #[test]

@@ -8,8 +8,10 @@
 //! column becomes NULL, which is valid for every type. A message that can't be parsed is an error
 //! (the session ends), never relayed unmasked. Binary COPY output of a masked session is refused.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::catalog::TableColumns;
 use super::codec::{CodecError, Reader};
 use crate::mask::{column_matches, Masker};
 
@@ -50,7 +52,13 @@ pub struct MaskPlan {
     rules: Vec<MaskRule>,
     columns: Vec<Column>,
     copy_binary: bool,
+    /// Source tables of result columns, by OID, as far as the gateway could resolve them; `None`:
+    /// resolution failed (the table's columns are then masked as if every rule named them).
+    tables: HashMap<u32, Option<Arc<TableColumns>>>,
 }
+
+/// Most table OIDs a session remembers (the gateway-wide cache keeps the rest).
+const MAX_SESSION_TABLES: usize = 4096;
 
 fn put_frame(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
@@ -74,7 +82,43 @@ impl MaskPlan {
             rules,
             columns: Vec::new(),
             copy_binary: false,
+            tables: HashMap::new(),
         }
+    }
+
+    /// Table OIDs named by a RowDescription `body` whose source this plan doesn't know yet (only
+    /// when rules name columns: detectors don't care where a value comes from).
+    ///
+    /// # Errors
+    /// The RowDescription is malformed.
+    pub fn missing_tables(&self, body: &[u8]) -> Result<Vec<u32>, CodecError> {
+        let mut missing = Vec::new();
+        if !self.names_columns() {
+            return Ok(missing);
+        }
+        let mut r = Reader::new(body);
+        let n = r.i16()?;
+        for _ in 0..n.max(0) {
+            r.cstr_bytes()?;
+            let table_oid = r.u32()?;
+            r.take(2 + 4 + 2 + 4 + 2)?;
+            if table_oid != 0
+                && !self.tables.contains_key(&table_oid)
+                && !missing.contains(&table_oid)
+            {
+                missing.push(table_oid);
+            }
+        }
+        r.expect_empty()?;
+        Ok(missing)
+    }
+
+    /// Records where table `oid` comes from (`None`: it could not be resolved).
+    pub fn learn_table(&mut self, oid: u32, table: Option<Arc<TableColumns>>) {
+        if self.tables.len() >= MAX_SESSION_TABLES {
+            self.tables.clear();
+        }
+        self.tables.insert(oid, table);
     }
 
     /// Detector hits in `text` masked by every rule in turn; `None` when nothing matched.
@@ -159,22 +203,14 @@ impl MaskPlan {
         self.columns.clear();
         for _ in 0..n.max(0) {
             let name = String::from_utf8_lossy(r.cstr_bytes()?).into_owned();
-            let _table_oid = r.u32()?;
-            let _attnum = r.i16()?;
+            let table_oid = r.u32()?;
+            let attnum = r.i16()?;
             let type_oid = r.u32()?;
             let _typlen = r.i16()?;
             let _typmod = r.i32()?;
             let format = r.i16()?;
-            // Which table a column comes from is not resolved yet: a `table.column` glob masks
-            // every column of that name (more masking, never less).
             let whole = self
-                .rules
-                .iter()
-                .find(|rule| {
-                    rule.columns.iter().any(|g| {
-                        column_matches(g, None, &name) || glob_column_part_matches(g, &name)
-                    })
-                })
+                .rule_for(&name, table_oid, attnum)
                 .map(|rule| rule.masker.clone());
             let textual = format == 0 || TEXT_LIKE.contains(&type_oid);
             self.columns.push(match (whole, textual) {
@@ -186,6 +222,38 @@ impl MaskPlan {
             });
         }
         r.expect_empty()
+    }
+
+    /// The first rule that masks a result column labelled `name`, from table `table_oid`'s
+    /// attribute `attnum` (0 / 0 for an expression).
+    fn rule_for(&self, name: &str, table_oid: u32, attnum: i16) -> Option<&MaskRule> {
+        let source = match table_oid {
+            0 => None,
+            oid => Some(self.tables.get(&oid).cloned().flatten()),
+        };
+        match source {
+            // An expression: only its label can be matched, and a `table.column` glob matches
+            // every column of that name (more masking, never less).
+            None => self.rules.iter().find(|rule| {
+                rule.columns
+                    .iter()
+                    .any(|g| column_matches(g, None, name) || glob_column_part_matches(g, name))
+            }),
+            // A table column: matched by where it comes from, whatever the query called it;
+            // a bare-name glob also matches the label.
+            Some(Some(table)) => {
+                let qualified = table.qualified();
+                let real = table.columns.get(&attnum).map_or(name, String::as_str);
+                self.rules.iter().find(|rule| {
+                    rule.columns.iter().any(|g| {
+                        column_matches(g, Some(&qualified), real)
+                            || (!g.contains('.') && column_matches(g, None, name))
+                    })
+                })
+            }
+            // The source couldn't be resolved: fail closed, as if every column rule named it.
+            Some(None) => self.rules.iter().find(|rule| !rule.columns.is_empty()),
+        }
     }
 
     fn data_row(&self, body: &[u8], frame: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
@@ -331,6 +399,73 @@ mod tests {
             b.extend_from_slice(&format.to_be_bytes());
         }
         frame(b'T', &b)
+    }
+
+    /// A RowDescription of text columns with their source (table OID, attribute number).
+    fn sourced_description(cols: &[(&str, u32, i16)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&i16::try_from(cols.len()).unwrap().to_be_bytes());
+        for (name, table, attnum) in cols {
+            b.extend_from_slice(name.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&table.to_be_bytes());
+            b.extend_from_slice(&attnum.to_be_bytes());
+            b.extend_from_slice(&25u32.to_be_bytes());
+            b.extend_from_slice(&(-1i16).to_be_bytes());
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+            b.extend_from_slice(&0i16.to_be_bytes());
+        }
+        frame(b'T', &b)
+    }
+
+    fn users_table() -> Arc<TableColumns> {
+        Arc::new(TableColumns {
+            schema: "public".into(),
+            table: "users".into(),
+            columns: [(1, "id".to_string()), (2, "ssn".to_string())].into(),
+        })
+    }
+
+    #[test]
+    fn resolved_source_masks_renamed_columns_only_of_that_table() {
+        let mut p = plan(&["public.users.ssn"]);
+        let desc = sourced_description(&[("x", 100, 2), ("ssn", 200, 2), ("id", 100, 1)]);
+        assert_eq!(p.missing_tables(&desc[5..]).unwrap(), vec![100, 200]);
+        p.learn_table(100, Some(users_table()));
+        p.learn_table(
+            200,
+            Some(Arc::new(TableColumns {
+                schema: "public".into(),
+                table: "other".into(),
+                columns: [(2, "ssn".to_string())].into(),
+            })),
+        );
+        assert!(p.missing_tables(&desc[5..]).unwrap().is_empty());
+        run(&mut p, &desc);
+        let out = run(&mut p, &data_row(&[Some(b"123"), Some(b"456"), Some(b"7")]));
+        assert_eq!(
+            out,
+            data_row(&[Some(b"[redacted]"), Some(b"456"), Some(b"7")]),
+            "users.ssn renamed to x is masked; other.ssn and users.id are not"
+        );
+    }
+
+    #[test]
+    fn unresolved_source_is_masked_whole() {
+        let mut p = plan(&["public.users.ssn"]);
+        let desc = sourced_description(&[("id", 100, 1)]);
+        p.learn_table(100, None);
+        run(&mut p, &desc);
+        let out = run(&mut p, &data_row(&[Some(b"7")]));
+        assert_eq!(out, data_row(&[Some(b"[redacted]")]));
+    }
+
+    #[test]
+    fn plans_without_column_rules_need_no_tables() {
+        let p = plan(&[]);
+        let desc = sourced_description(&[("x", 100, 2)]);
+        assert!(p.missing_tables(&desc[5..]).unwrap().is_empty());
+        assert!(plan(&["ssn"]).missing_tables(&desc[5..5]).is_err());
     }
 
     fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {

@@ -1,4 +1,5 @@
 //! PostgreSQL frontend/backend protocol v3.
+pub mod catalog;
 pub mod codec;
 pub mod conn;
 pub mod mask;

@@ -173,6 +173,25 @@ impl Pipeline {
         self.mask.as_ref().is_some_and(MaskPlan::names_columns)
     }
 
+    /// Table OIDs in a RowDescription frame whose source the mask plan still needs (see
+    /// `MaskPlan::missing_tables`); empty without a plan or for a malformed frame (which the
+    /// plan refuses when it processes it).
+    pub fn mask_missing_tables(&self, frame: &[u8]) -> Vec<u32> {
+        match &self.mask {
+            Some(plan) => plan
+                .missing_tables(frame.get(5..).unwrap_or_default())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Tells the mask plan where table `oid` comes from (`None`: unresolvable).
+    pub fn mask_learn_table(&mut self, oid: u32, table: Option<Arc<super::catalog::TableColumns>>) {
+        if let Some(plan) = self.mask.as_mut() {
+            plan.learn_table(oid, table);
+        }
+    }
+
     /// Detector hits in `text` masked, for audit events of a masked session.
     pub fn mask_for_audit(&self, text: &str) -> Option<String> {
         let plan = self.mask.as_ref()?;

@@ -63,6 +63,8 @@ struct Relay<'s> {
     to_client: Vec<u8>,
     held: Option<Held>,
     done: Vec<Completion>,
+    /// Mask rules name columns: RowDescriptions need their source tables resolved.
+    names_columns: bool,
 }
 
 /// Runs the session until one side leaves or it is stopped; the last words (a FATAL error, a
@@ -80,6 +82,7 @@ pub(super) fn run(
         to_client: Vec::with_capacity(64 * 1024),
         held: None,
         done: Vec::new(),
+        names_columns: crate::server::lock(&session.pipeline).masks_columns(),
     };
     let ending = match WakePipe::new() {
         Ok(pipe) => relay.run(&pipe, idle, kill),
@@ -346,6 +349,9 @@ impl Relay<'_> {
     fn downward(&mut self) -> Result<(), Ending> {
         if !self.legs.up_buf.is_empty() {
             let session = self.session;
+            if self.names_columns {
+                self.resolve_tables();
+            }
             let now = Instant::now();
             let mut pos = 0;
             let result = {
@@ -384,6 +390,73 @@ impl Relay<'_> {
             block_on(self.session.audit_completion(c));
         }
         Ok(())
+    }
+
+    /// Resolves the source tables of the RowDescriptions waiting in the upstream buffer (through
+    /// the gateway's catalog cache, else its own upstream query) before they are handled. A table
+    /// that can't be resolved is remembered as such, and its columns are masked (fail closed).
+    fn resolve_tables(&mut self) {
+        let session = self.session;
+        let mut needed: Vec<u32> = Vec::new();
+        let mut pos = 0;
+        {
+            let pipeline = crate::server::lock(&session.pipeline);
+            let buf = &self.legs.up_buf;
+            while let Ok(Some(frame)) = codec::split_frame(&buf[pos..], session.max_body) {
+                if frame.tag == b'T' {
+                    for oid in pipeline.mask_missing_tables(&buf[pos..pos + frame.len]) {
+                        if !needed.contains(&oid) {
+                            needed.push(oid);
+                        }
+                    }
+                }
+                pos += frame.len;
+            }
+        }
+        if needed.is_empty() {
+            return;
+        }
+        let gw = &session.gw;
+        let loaded = gw.loaded();
+        let tls = loaded
+            .upstream_tls
+            .get(&session.target.name)
+            .cloned()
+            .flatten();
+        let timeout = loaded.policy.gateway.upstream_timeout;
+        let nonce = gw.random_hex(18);
+        let lookup = gw
+            .catalog
+            .resolve(&session.target, tls, &needed, session.max_body, &nonce);
+        let answer = block_on(async { Some(lookup.await) }.or(async {
+            smol::Timer::after(timeout).await;
+            None
+        }));
+        let found = match answer {
+            Some(Ok(found)) => found,
+            Some(Err(e)) => {
+                super::log(&format!(
+                    "session {}: cannot resolve result columns' tables (masking them whole): {e}",
+                    session.id
+                ));
+                Vec::new()
+            }
+            None => {
+                super::log(&format!(
+                    "session {}: resolving result columns' tables timed out (masking them whole)",
+                    session.id
+                ));
+                Vec::new()
+            }
+        };
+        let mut pipeline = crate::server::lock(&session.pipeline);
+        for oid in needed {
+            let table = found
+                .iter()
+                .find(|(o, _)| *o == oid)
+                .map(|(_, t)| t.clone());
+            pipeline.mask_learn_table(oid, table);
+        }
     }
 
     fn flush_up(&mut self) -> Result<(), Ending> {
