@@ -12,6 +12,9 @@
 //! (openssh-server) — CI installs both; `ssh-audit` (Debian package `ssh-audit`) for the audit
 //! test, which is skipped with a note when it is missing.
 
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

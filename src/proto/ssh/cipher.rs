@@ -88,6 +88,14 @@ impl CipherAlgorithm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyLengthError;
 
+impl std::fmt::Display for KeyLengthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("key or IV length does not match the cipher")
+    }
+}
+
+impl std::error::Error for KeyLengthError {}
+
 /// AES-GCM key plus the RFC 5647 nonce: 4-byte fixed field and 8-byte invocation counter.
 pub(crate) struct GcmState {
     key: LessSafeKey,
@@ -136,7 +144,7 @@ pub(crate) enum SealingCipher {
     /// be 'none'" and likewise the encryption).
     None,
     ChaCha(chacha::SealingKey),
-    Gcm(GcmState),
+    Gcm(Box<GcmState>),
 }
 
 /// Incoming packet protection for one direction.
@@ -144,7 +152,7 @@ pub(crate) enum OpeningCipher {
     /// See [`SealingCipher::None`].
     None,
     ChaCha(chacha::OpeningKey),
-    Gcm(GcmState),
+    Gcm(Box<GcmState>),
 }
 
 fn chacha_key(key: &[u8]) -> Result<&[u8; chacha::KEY_LEN], KeyLengthError> {
@@ -161,7 +169,7 @@ impl SealingCipher {
                 Ok(Self::ChaCha(chacha::SealingKey::new(chacha_key(key)?)))
             }
             CipherAlgorithm::Aes256Gcm | CipherAlgorithm::Aes128Gcm => {
-                Ok(Self::Gcm(GcmState::new(alg, key, iv)?))
+                Ok(Self::Gcm(Box::new(GcmState::new(alg, key, iv)?)))
             }
         }
     }
@@ -228,7 +236,7 @@ impl OpeningCipher {
                 Ok(Self::ChaCha(chacha::OpeningKey::new(chacha_key(key)?)))
             }
             CipherAlgorithm::Aes256Gcm | CipherAlgorithm::Aes128Gcm => {
-                Ok(Self::Gcm(GcmState::new(alg, key, iv)?))
+                Ok(Self::Gcm(Box::new(GcmState::new(alg, key, iv)?)))
             }
         }
     }

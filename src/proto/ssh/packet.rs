@@ -19,7 +19,7 @@ use std::fmt;
 
 use ring::rand::SecureRandom;
 
-use super::cipher::{OpeningCipher, SealingCipher};
+use super::cipher::{CipherAlgorithm, KeyLengthError, OpeningCipher, SealingCipher};
 
 /// Largest payload accepted from a peer. RFC 4253 §6.1: "All implementations MUST be able to
 /// process packets with an uncompressed payload length of 35000 bytes or less"; OpenSSH sends
@@ -147,6 +147,21 @@ impl PacketSealer {
         }
     }
 
+    /// A sealer already keyed with `cipher`, `key` and `iv`, sequence number 0 (for tests and
+    /// fuzzing; the transport installs keys itself after NEWKEYS).
+    ///
+    /// # Errors
+    /// [`KeyLengthError`] if `key` or `iv` has the wrong length for `cipher`.
+    pub fn with_keys(
+        cipher: CipherAlgorithm,
+        key: &[u8],
+        iv: &[u8],
+    ) -> Result<Self, KeyLengthError> {
+        let mut sealer = PacketSealer::new();
+        sealer.cipher = SealingCipher::new(cipher, key, iv)?;
+        Ok(sealer)
+    }
+
     /// Sequence number the next packet will carry.
     pub fn sequence_number(&self) -> u32 {
         self.sequence_number
@@ -254,6 +269,21 @@ impl PacketOpener {
         }
     }
 
+    /// An opener already keyed with `cipher`, `key` and `iv`, sequence number 0 (for tests and
+    /// fuzzing).
+    ///
+    /// # Errors
+    /// [`KeyLengthError`] if `key` or `iv` has the wrong length for `cipher`.
+    pub fn with_keys(
+        cipher: CipherAlgorithm,
+        key: &[u8],
+        iv: &[u8],
+    ) -> Result<Self, KeyLengthError> {
+        let mut opener = PacketOpener::new();
+        opener.cipher = OpeningCipher::new(cipher, key, iv)?;
+        Ok(opener)
+    }
+
     /// Sequence number the next packet will carry.
     pub fn sequence_number(&self) -> u32 {
         self.sequence_number
@@ -326,7 +356,6 @@ impl PacketOpener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ssh::cipher::CipherAlgorithm;
     use ring::rand::SystemRandom;
 
     fn keyed(alg: CipherAlgorithm) -> (PacketSealer, PacketOpener) {

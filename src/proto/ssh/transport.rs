@@ -246,14 +246,6 @@ impl TransportError {
             | Self::NotReady => return None,
         })
     }
-
-    /// Errors that refuse one call and leave the transport as it was.
-    fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::NotAHigherLayerMessage | Self::WrongRole | Self::NotReady
-        )
-    }
 }
 
 impl fmt::Display for TransportError {
@@ -388,6 +380,7 @@ struct KexOutcome {
 }
 
 /// One step of a key exchange (RFC 4253 §7 with RFC 5656 §4 / RFC 8731 messages).
+#[allow(clippy::enum_variant_names)] // rustls-style `Expect*` state names (STYLE.md rule 3)
 enum KexStep {
     /// We sent KEXINIT and wait for the peer's.
     ExpectKexInit { ours: SentKexInit },
@@ -401,7 +394,7 @@ enum KexStep {
     },
     /// Our NEWKEYS is out and our new outgoing keys are in use; waiting for the peer's NEWKEYS.
     ExpectNewKeys {
-        opening: OpeningCipher,
+        opening: Box<OpeningCipher>,
         outcome: KexOutcome,
     },
 }
@@ -426,6 +419,7 @@ struct KexRun {
 }
 
 /// What a key exchange step led to.
+#[allow(clippy::large_enum_variant)] // a return value moved once; boxing would only add an allocation
 enum StepOutcome {
     Continue(KexStep),
     Done(KexOutcome),
@@ -623,14 +617,15 @@ impl Transport {
         if self.side() != Side::Client {
             return Err(TransportError::WrongRole);
         }
+        match &self.state {
+            Err(e) => return Err(e.clone()),
+            Ok(Phase::Established { session, .. }) if session.pending_service.is_none() => {}
+            Ok(_) => return Err(TransportError::NotReady),
+        }
         self.with_phase(|t, mut phase| {
-            let Phase::Established { session, .. } = &mut phase else {
-                return Err((phase, TransportError::NotReady));
-            };
-            if session.pending_service.is_some() {
-                return Err((phase, TransportError::NotReady));
+            if let Phase::Established { session, .. } = &mut phase {
+                session.pending_service = Some(name.to_owned());
             }
-            session.pending_service = Some(name.to_owned());
             let mut w = Writer::message(msg::SERVICE_REQUEST);
             w.string(name.as_bytes());
             t.send_or_hold(phase, w.into_bytes())
@@ -646,10 +641,8 @@ impl Transport {
         if self.side() != Side::Server {
             return Err(TransportError::WrongRole);
         }
+        self.refuse_unless_established()?;
         self.with_phase(|t, phase| {
-            if !matches!(phase, Phase::Established { .. }) {
-                return Err((phase, TransportError::NotReady));
-            }
             let mut w = Writer::message(msg::SERVICE_ACCEPT);
             w.string(name.as_bytes());
             t.send_or_hold(phase, w.into_bytes())
@@ -663,13 +656,13 @@ impl Transport {
     /// [`TransportError::NotReady`] before the first key exchange completed (refusal), or the
     /// sticky error.
     pub fn start_rekey(&mut self, now: Instant) -> Result<(), TransportError> {
+        self.refuse_unless_established()?;
         self.with_phase(|t, phase| match phase {
             Phase::Established {
                 session,
                 rekey: None,
             } => t.begin_rekey(session, now),
-            Phase::Established { .. } => Ok(phase),
-            _ => Err((phase, TransportError::NotReady)),
+            _ => Ok(phase),
         })
     }
 
@@ -723,7 +716,7 @@ impl Transport {
                 self.state = Ok(phase);
                 Ok(())
             }
-            Err((_, e)) => Err(self.fail(e)),
+            Err(e) => Err(self.fail(e)),
         }
     }
 
@@ -790,11 +783,11 @@ impl Transport {
         }
     }
 
-    /// Runs a public operation on the phase: refusals put the phase back unchanged, other
-    /// errors are fatal.
+    /// Runs a public operation on the phase; an error from it is fatal (refusals are checked
+    /// before, on the borrowed state).
     fn with_phase(
         &mut self,
-        op: impl FnOnce(&mut Self, Phase) -> Result<Phase, (Phase, TransportError)>,
+        op: impl FnOnce(&mut Self, Phase) -> Result<Phase, TransportError>,
     ) -> Result<(), TransportError> {
         let phase = self.take_phase()?;
         match op(self, phase) {
@@ -802,11 +795,17 @@ impl Transport {
                 self.state = Ok(phase);
                 Ok(())
             }
-            Err((phase, e)) if e.is_refusal() => {
-                self.state = Ok(phase);
-                Err(e)
-            }
-            Err((_, e)) => Err(self.fail(e)),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// [`TransportError::NotReady`] before the first key exchange completed, the sticky error
+    /// once closed.
+    fn refuse_unless_established(&self) -> Result<(), TransportError> {
+        match &self.state {
+            Err(e) => Err(e.clone()),
+            Ok(Phase::Established { .. }) => Ok(()),
+            Ok(_) => Err(TransportError::NotReady),
         }
     }
 
@@ -842,15 +841,9 @@ impl Transport {
     }
 
     /// Sends `payload` now when no key exchange is running, else holds it.
-    fn send_or_hold(
-        &mut self,
-        phase: Phase,
-        payload: Vec<u8>,
-    ) -> Result<Phase, (Phase, TransportError)> {
+    fn send_or_hold(&mut self, phase: Phase, payload: Vec<u8>) -> Result<Phase, TransportError> {
         if matches!(phase, Phase::Established { rekey: None, .. }) {
-            if let Err(e) = self.send_now(&payload) {
-                return Err((phase, e));
-            }
+            self.send_now(&payload)?;
         } else {
             self.held.push_back(payload);
         }
@@ -875,21 +868,8 @@ impl Transport {
         Ok(SentKexInit { payload, init })
     }
 
-    fn begin_rekey(
-        &mut self,
-        session: Session,
-        now: Instant,
-    ) -> Result<Phase, (Phase, TransportError)> {
-        let ours = match self.send_kexinit(KexRound::Rekey) {
-            Ok(ours) => ours,
-            Err(e) => {
-                let phase = Phase::Established {
-                    session,
-                    rekey: None,
-                };
-                return Err((phase, e));
-            }
-        };
+    fn begin_rekey(&mut self, session: Session, now: Instant) -> Result<Phase, TransportError> {
+        let ours = self.send_kexinit(KexRound::Rekey)?;
         Ok(Phase::Established {
             session,
             rekey: Some(KexRun {
@@ -900,11 +880,7 @@ impl Transport {
     }
 
     /// Starts a rekey when the keys have carried enough traffic or time.
-    fn maybe_rekey(
-        &mut self,
-        phase: Phase,
-        now: Instant,
-    ) -> Result<Phase, (Phase, TransportError)> {
+    fn maybe_rekey(&mut self, phase: Phase, now: Instant) -> Result<Phase, TransportError> {
         let Phase::Established {
             session,
             rekey: None,
@@ -983,7 +959,7 @@ impl Transport {
             };
             self.rx_start += packet.consumed;
             phase = self.on_packet(phase, packet, now, events)?;
-            phase = self.maybe_rekey(phase, now).map_err(|(_, e)| e)?;
+            phase = self.maybe_rekey(phase, now)?;
         }
     }
 
@@ -1308,7 +1284,7 @@ impl Transport {
                 }
                 // PROTOCOL §1.10: "After sending or receiving a SSH2_MSG_NEWKEYS message, reset
                 // the packet sequence number to zero."
-                self.opener.install(opening, outcome.mode.sequence());
+                self.opener.install(*opening, outcome.mode.sequence());
                 Ok(StepOutcome::Done(outcome))
             }
             // PROTOCOL §1.10: "Unexpected packets for the purpose of strict KEX include messages
@@ -1433,7 +1409,7 @@ impl Transport {
             self.send_now(&kex::encode_server_ext_info())?;
         }
         Ok(KexStep::ExpectNewKeys {
-            opening,
+            opening: Box::new(opening),
             outcome: KexOutcome {
                 session_id,
                 negotiated: agreed.negotiated,
