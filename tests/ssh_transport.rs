@@ -220,6 +220,27 @@ fn openssh_client_completes_kex_with_our_server_for_every_cipher() {
 }
 
 #[test]
+fn openssh_client_with_disjoint_mac_list_still_connects_with_aead() {
+    // OpenSSH negotiates a MAC only for a cipher without its own tag, so a client whose MACs
+    // share nothing with our (never used) MAC list must still complete the key exchange.
+    let server = OurServer::start();
+    let mut cmd = ssh_command(server.port, "aes256-gcm@openssh.com");
+    cmd.args(["-o", "MACs=hmac-sha1,umac-64@openssh.com"]);
+    let out = common::run_with_timeout(&mut cmd, None, SSH_TIMEOUT);
+    let log = common::stderr(&out);
+    assert!(
+        log.contains("kex: client->server cipher: aes256-gcm@openssh.com MAC: <implicit>"),
+        "{}",
+        common::describe(&out)
+    );
+    assert!(
+        log.contains("Permission denied"),
+        "{}",
+        common::describe(&out)
+    );
+}
+
+#[test]
 fn openssh_client_with_no_common_cipher_is_refused() {
     let server = OurServer::start();
     let out = common::run_with_timeout(
