@@ -4,5 +4,19 @@
 //! socket, clock or global randomness inside. Time and random bytes are passed in by the caller.
 //!
 //! - [`wire`]: RFC 4251 §5 data types (cursor reader that cannot panic, writer).
+//! - [`msg`]: transport message numbers and disconnect reason codes (RFC 4253 §11–12).
+//! - [`cipher`]: the AEAD packet ciphers (chacha20-poly1305@openssh.com, aes*-gcm@openssh.com).
+//! - [`packet`]: the binary packet protocol (RFC 4253 §6): sealer and incremental opener.
+//! - [`hostkey`]: the `ssh-ed25519` host key and signature blobs, SHA256 fingerprints.
+//! - [`kex`]: KEXINIT, algorithm negotiation, curve25519-sha256, exchange hash, key derivation.
+//! - [`version`]: the identification-string exchange (RFC 4253 §4.2).
+//! - [`transport`]: the transport state machine for both roles (RFC 4253, strict kex, RFC 8308).
 
+pub mod cipher;
+pub mod hostkey;
+pub mod kex;
+pub mod msg;
+pub mod packet;
+pub mod transport;
+pub mod version;
 pub mod wire;
