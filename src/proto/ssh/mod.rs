@@ -4,5 +4,9 @@
 //! socket, clock or global randomness inside. Time and random bytes are passed in by the caller.
 //!
 //! - [`wire`]: RFC 4251 §5 data types (cursor reader that cannot panic, writer).
+//! - [`keys`]: public keys (wire blob, authorized_keys line, fingerprint) and signature verification.
+//! - [`keyfile`]: OpenSSH `openssh-key-v1` private key files: parse, sign, generate, load (0600).
 
+pub mod keyfile;
+pub mod keys;
 pub mod wire;
