@@ -33,7 +33,7 @@ impl TempDir {
         let dir =
             std::env::temp_dir().join(format!("portcullis-ssh-keys-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&dir).expect("test helper");
         TempDir(dir)
     }
 
@@ -57,10 +57,11 @@ fn ssh_keygen(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ssh-keygen must be installed (Debian package openssh-client)");
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or_default()).unwrap();
+    let mut pipe = child.stdin.take().expect("test helper");
+    pipe.write_all(stdin.unwrap_or_default())
+        .expect("test helper");
     drop(pipe);
-    child.wait_with_output().unwrap()
+    child.wait_with_output().expect("test helper")
 }
 
 fn ok(output: Output) -> String {
@@ -69,14 +70,14 @@ fn ok(output: Output) -> String {
         "ssh-keygen failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap()
+    String::from_utf8(output.stdout).expect("test helper")
 }
 
 /// Generates a key of the given type with `ssh-keygen -N ''`; returns the private key path.
 fn keygen(dir: &TempDir, name: &str, type_args: &[&str], passphrase: &str) -> PathBuf {
     let path = dir.path(name);
     let mut args = type_args.to_vec();
-    let path_str = path.to_str().unwrap();
+    let path_str = path.to_str().expect("test helper");
     args.extend([
         "-q",
         "-N",
@@ -95,16 +96,22 @@ fn pub_path(key: &Path) -> PathBuf {
 }
 
 fn read_pub(key: &Path) -> PublicKey {
-    let line = fs::read_to_string(pub_path(key)).unwrap();
-    let parsed = PublicKey::from_openssh_line(&line).unwrap();
+    let line = fs::read_to_string(pub_path(key)).expect("test helper");
+    let parsed = PublicKey::from_openssh_line(&line).expect("test helper");
     assert_eq!(parsed.comment, "test@portcullis");
     parsed.key
 }
 
 /// The fingerprint field of `ssh-keygen -lf FILE` ("256 SHA256:... comment (ED25519)").
 fn keygen_fingerprint(file: &Path) -> String {
-    let out = ok(ssh_keygen(&["-lf", file.to_str().unwrap()], None));
-    out.split_whitespace().nth(1).unwrap().to_owned()
+    let out = ok(ssh_keygen(
+        &["-lf", file.to_str().expect("test helper")],
+        None,
+    ));
+    out.split_whitespace()
+        .nth(1)
+        .expect("test helper")
+        .to_owned()
 }
 
 #[test]
@@ -177,16 +184,31 @@ fn parse_sshsig(armored: &str) -> SshSig {
         .lines()
         .filter(|l| !l.starts_with("-----"))
         .collect();
-    let blob = base64_decode(body.trim()).unwrap();
+    let blob = base64_decode(body.trim()).expect("well-formed SSHSIG from ssh-keygen");
     let mut r = Reader::new(&blob);
-    assert_eq!(r.take(6).unwrap(), SSHSIG_MAGIC);
-    assert_eq!(r.u32().unwrap(), 1);
-    let public_key = r.string().unwrap().to_vec();
-    assert_eq!(r.string().unwrap(), NAMESPACE.as_bytes());
-    assert_eq!(r.string().unwrap(), b"");
-    let hash_algorithm = r.utf8().unwrap().to_owned();
-    let signature = r.string().unwrap().to_vec();
-    r.finish().unwrap();
+    assert_eq!(
+        r.take(6).expect("well-formed SSHSIG from ssh-keygen"),
+        SSHSIG_MAGIC
+    );
+    assert_eq!(r.u32().expect("well-formed SSHSIG from ssh-keygen"), 1);
+    let public_key = r
+        .string()
+        .expect("well-formed SSHSIG from ssh-keygen")
+        .to_vec();
+    assert_eq!(
+        r.string().expect("well-formed SSHSIG from ssh-keygen"),
+        NAMESPACE.as_bytes()
+    );
+    assert_eq!(r.string().expect("well-formed SSHSIG from ssh-keygen"), b"");
+    let hash_algorithm = r
+        .utf8()
+        .expect("well-formed SSHSIG from ssh-keygen")
+        .to_owned();
+    let signature = r
+        .string()
+        .expect("well-formed SSHSIG from ssh-keygen")
+        .to_vec();
+    r.finish().expect("well-formed SSHSIG from ssh-keygen");
     SshSig {
         public_key,
         hash_algorithm,
@@ -198,7 +220,9 @@ fn parse_sshsig(armored: &str) -> SshSig {
 /// string reserved, string hash_algorithm, string signature`, armored.
 fn write_sshsig(key: &PrivateKey, algorithm: SignatureAlgorithm, message: &[u8]) -> String {
     let signed = sshsig_signed_data("sha512", message);
-    let signature = key.sign(&signed, algorithm, &SystemRandom::new()).unwrap();
+    let signature = key
+        .sign(&signed, algorithm, &SystemRandom::new())
+        .expect("test helper");
     let mut w = Writer::new();
     w.raw(SSHSIG_MAGIC)
         .u32(1)
@@ -210,7 +234,7 @@ fn write_sshsig(key: &PrivateKey, algorithm: SignatureAlgorithm, message: &[u8])
     let b64 = base64_encode(w.as_bytes());
     let mut out = String::from("-----BEGIN SSH SIGNATURE-----\n");
     for chunk in b64.as_bytes().chunks(70) {
-        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push_str(std::str::from_utf8(chunk).expect("test helper"));
         out.push('\n');
     }
     out.push_str("-----END SSH SIGNATURE-----\n");
@@ -360,4 +384,48 @@ fn loader_refuses_world_readable_key() {
     );
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     assert!(load_private_key_file(&key, &SystemRandom::new()).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// User authentication with real keys
+// ---------------------------------------------------------------------------------------------
+
+/// Our client half logs in to our server half with each ssh-keygen key; for RSA, with each
+/// `server-sig-algs` choice. (A real OpenSSH client needs the transport layer; this is the part
+/// that doesn't.)
+#[test]
+fn userauth_pair_accepts_every_ssh_keygen_key_type() {
+    use portcullis::proto::ssh::userauth::{
+        ClientAuth, ClientStep, Credential, ServerAuth, ServerAuthConfig, ServerStep,
+    };
+    let dir = TempDir::new("userauth");
+    let rng = SystemRandom::new();
+    let session_id = [7u8; 32];
+    for (name, args) in KEY_TYPES {
+        let key = load_private_key_file(&keygen(&dir, name, args, ""), &rng).unwrap();
+        let sig_alg_lists: &[Option<&[&str]>] = match name {
+            "rsa" => &[Some(&["rsa-sha2-256"]), Some(&["rsa-sha2-512"]), None],
+            _ => &[None],
+        };
+        for &server_sig_algs in sig_alg_lists {
+            let (client, request) =
+                ClientAuth::publickey(&session_id, "alice", &key, server_sig_algs, &rng).unwrap();
+            let server = ServerAuth::new(&session_id, ServerAuthConfig::default());
+            let ServerStep::CheckPublicKey(check) = server.handle(&request).unwrap() else {
+                panic!("{name}: signature did not verify");
+            };
+            assert_eq!(check.key(), key.public_key());
+            let ServerStep::Authenticated { reply, outcome } = check.accept() else {
+                panic!("{name}: not authenticated");
+            };
+            assert_eq!(
+                outcome.credential,
+                Credential::PublicKey(key.public_key().clone())
+            );
+            assert!(matches!(
+                client.handle(&reply).unwrap(),
+                ClientStep::Success
+            ));
+        }
+    }
 }
