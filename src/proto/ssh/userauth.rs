@@ -141,9 +141,19 @@ impl AuthError {
 // Secrets
 // ---------------------------------------------------------------------------------------------
 
-/// A password or token. `Debug` never shows it; the memory is overwritten on drop (best effort).
-#[derive(Clone, PartialEq, Eq)]
+/// A password or token. `Debug` never shows it; the memory is overwritten on drop (best effort);
+/// `==` takes time independent of where two secrets of equal length differ.
+#[derive(Clone)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// Wraps a secret.
