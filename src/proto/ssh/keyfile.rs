@@ -13,7 +13,7 @@
 //!
 //! RSA: OpenSSH files carry `n, e, d, iqmp, p, q` but not the CRT exponents `d mod (p-1)` and
 //! `d mod (q-1)` that ring's `RsaKeyPair::from_components` needs. They are computed here by a
-//! small schoolbook reduction ([`reduce_be`]) whose running time depends only on the lengths of
+//! small schoolbook reduction (`reduce_be`) whose running time depends only on the lengths of
 //! its inputs, not their values; ring then checks the whole key for consistency.
 
 use std::fmt;
