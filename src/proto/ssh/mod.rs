@@ -11,12 +11,18 @@
 //! - [`kex`]: KEXINIT, algorithm negotiation, curve25519-sha256, exchange hash, key derivation.
 //! - [`version`]: the identification-string exchange (RFC 4253 §4.2).
 //! - [`transport`]: the transport state machine for both roles (RFC 4253, strict kex, RFC 8308).
+//! - [`keys`]: public keys (wire blob, authorized_keys line, fingerprint) and signature verification.
+//! - [`keyfile`]: OpenSSH `openssh-key-v1` private key files: parse, sign, generate, load (0600).
+//! - [`userauth`]: RFC 4252 user authentication: codec, server and client state machines.
 
 pub mod cipher;
 pub mod hostkey;
 pub mod kex;
+pub mod keyfile;
+pub mod keys;
 pub mod msg;
 pub mod packet;
 pub mod transport;
+pub mod userauth;
 pub mod version;
 pub mod wire;
