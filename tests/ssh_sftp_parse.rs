@@ -10,6 +10,9 @@
 //! [`SftpSession::server_data`] into the second FIFO. Nothing but our parser sits between the two
 //! real programs.
 
+// Test code: a failed unwrap is a failed test, with the value in the message.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs::{self, File, OpenOptions};
@@ -177,7 +180,7 @@ fn remote_path(d: &Dirs, name: &str) -> String {
     format!("{}/{name}", fs::canonicalize(&d.remote).unwrap().display())
 }
 
-fn closes_of<'a>(events: &'a [SftpEvent], path: &str) -> Vec<(u64, u64)> {
+fn closes_of(events: &[SftpEvent], path: &str) -> Vec<(u64, u64)> {
     events
         .iter()
         .filter_map(|e| match e {

@@ -972,4 +972,403 @@ fn request_id(event: &SftpEvent) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One packet: length, type, then `fields`.
+    fn packet(kind: u8, fields: impl FnOnce(&mut Writer)) -> Vec<u8> {
+        let mut body = Writer::message(kind);
+        fields(&mut body);
+        let mut w = Writer::new();
+        w.string(body.as_bytes());
+        w.into_bytes()
+    }
+
+    fn open(id: u32, path: &str, pflags: u32) -> Vec<u8> {
+        packet(fxp::OPEN, |w| {
+            w.u32(id).string(path.as_bytes()).u32(pflags).u32(0);
+        })
+    }
+
+    fn handle(id: u32, h: &[u8]) -> Vec<u8> {
+        packet(fxp::HANDLE, |w| {
+            w.u32(id).string(h);
+        })
+    }
+
+    fn client(s: &mut SftpSession, bytes: &[u8]) -> SftpOutput {
+        let mut out = SftpOutput::default();
+        s.client_data(bytes, &mut out).unwrap();
+        out
+    }
+
+    fn server(s: &mut SftpSession, bytes: &[u8]) -> SftpOutput {
+        let mut out = SftpOutput::default();
+        s.server_data(bytes, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn status_packet_matches_the_draft_layout() {
+        assert_eq!(
+            status_packet(7, status::PERMISSION_DENIED, "no"),
+            [
+                0, 0, 0, 21, 101, 0, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0, 2, b'n', b'o', 0, 0, 0, 2, b'e',
+                b'n'
+            ]
+        );
+    }
+
+    #[test]
+    fn accepts_packets_split_at_every_byte() {
+        let mut stream = packet(fxp::INIT, |w| {
+            w.u32(3);
+        });
+        stream.extend(open(1, "/etc/hosts", OpenFlags::READ));
+        stream.extend(packet(fxp::READ, |w| {
+            w.u32(2).string(b"h1").u64(0).u32(32768);
+        }));
+        stream.extend(packet(fxp::SYMLINK, |w| {
+            w.u32(3).string(b"target").string(b"/tmp/link");
+        }));
+        let mut whole = SftpSession::new(SftpMode::ReadWrite);
+        let want = client(&mut whole, &stream).events;
+        assert_eq!(want.len(), 4);
+        assert_eq!(
+            want[3],
+            SftpEvent::Symlink {
+                id: 3,
+                target: "target".into(),
+                link: "/tmp/link".into()
+            }
+        );
+        let mut split = SftpSession::new(SftpMode::ReadWrite);
+        let mut events = Vec::new();
+        let mut forwarded = Vec::new();
+        for b in &stream {
+            let out = client(&mut split, std::slice::from_ref(b));
+            events.extend(out.events);
+            forwarded.extend(out.to_server);
+        }
+        assert_eq!(events, want);
+        assert_eq!(forwarded, stream);
+    }
+
+    #[test]
+    fn rejects_oversized_and_empty_lengths_from_the_header_alone() {
+        let mut s = SftpSession::new(SftpMode::ReadWrite);
+        let mut out = SftpOutput::default();
+        let too_long = u32::try_from(MAX_PACKET + 1).unwrap().to_be_bytes();
+        assert_eq!(
+            s.client_data(&too_long, &mut out),
+            Err(SftpError::TooLong(too_long_value()))
+        );
+        // Sticky: everything after is refused.
+        assert_eq!(
+            s.client_data(&open(1, "x", 1), &mut out),
+            Err(SftpError::TooLong(too_long_value()))
+        );
+        let mut s = SftpSession::new(SftpMode::ReadWrite);
+        assert_eq!(
+            s.server_data(&[0, 0, 0, 0], &mut out),
+            Err(SftpError::Empty)
+        );
+        assert!(out.to_server.is_empty() && out.to_client.is_empty());
+    }
+
+    fn too_long_value() -> u32 {
+        u32::try_from(MAX_PACKET + 1).unwrap()
+    }
+
+    #[test]
+    fn rejects_truncated_fields_and_trailing_bytes() {
+        let truncated = packet(fxp::OPEN, |w| {
+            w.u32(1).string(b"/x");
+        });
+        assert!(matches!(
+            parse_request(&truncated),
+            Err(SftpError::Malformed {
+                kind: fxp::OPEN,
+                error: WireError::Truncated
+            })
+        ));
+        let trailing = packet(fxp::REMOVE, |w| {
+            w.u32(1).string(b"/x").u8(0);
+        });
+        assert!(matches!(
+            parse_request(&trailing),
+            Err(SftpError::Malformed {
+                error: WireError::TrailingBytes,
+                ..
+            })
+        ));
+        // NAME claiming more entries than its bytes could hold.
+        let name = packet(fxp::NAME, |w| {
+            w.u32(1).u32(1_000_000);
+        });
+        assert!(parse_response(&name).is_err());
+        let attrs_ext = packet(fxp::ATTRS, |w| {
+            w.u32(1).u32(0x8000_0000).u32(MAX_EXTENSIONS + 1);
+        });
+        assert!(parse_response(&attrs_ext).is_err());
+    }
+
+    #[test]
+    fn tracks_handles_so_read_write_close_carry_path_and_counts() {
+        let mut s = SftpSession::new(SftpMode::ReadWrite);
+        client(
+            &mut s,
+            &open(1, "/srv/a.txt", OpenFlags::READ | OpenFlags::WRITE),
+        );
+        let out = server(&mut s, &handle(1, b"\0\0\0\x05"));
+        assert_eq!(
+            out.events,
+            [SftpEvent::Handle {
+                id: 1,
+                handle: b"\0\0\0\x05".to_vec(),
+                path: Some("/srv/a.txt".into())
+            }]
+        );
+        let write = packet(fxp::WRITE, |w| {
+            w.u32(2).string(b"\0\0\0\x05").u64(0).string(&[7u8; 1000]);
+        });
+        let read = packet(fxp::READ, |w| {
+            w.u32(3).string(b"\0\0\0\x05").u64(0).u32(4096);
+        });
+        let out = client(&mut s, &[write.clone(), read].concat());
+        assert_eq!(
+            out.events[0],
+            SftpEvent::Write {
+                id: 2,
+                handle: b"\0\0\0\x05".to_vec(),
+                path: Some("/srv/a.txt".into()),
+                offset: 0,
+                len: 1000
+            }
+        );
+        let data = packet(fxp::DATA, |w| {
+            w.u32(3).string(&[1u8; 600]);
+        });
+        let out = server(&mut s, &data);
+        assert_eq!(
+            out.events,
+            [SftpEvent::Data {
+                id: 3,
+                len: 600,
+                path: Some("/srv/a.txt".into())
+            }]
+        );
+        assert_eq!(out.to_client, data);
+        let close = packet(fxp::CLOSE, |w| {
+            w.u32(4).string(b"\0\0\0\x05");
+        });
+        let out = client(&mut s, &close);
+        assert_eq!(
+            out.events,
+            [SftpEvent::Close {
+                id: 4,
+                handle: b"\0\0\0\x05".to_vec(),
+                path: Some("/srv/a.txt".into()),
+                bytes_read: 600,
+                bytes_written: 1000
+            }]
+        );
+        // The handle is gone: a later write on it has no path.
+        let out = client(&mut s, &write);
+        assert!(matches!(
+            &out.events[0],
+            SftpEvent::Write { path: None, .. }
+        ));
+    }
+
+    #[test]
+    fn read_only_refuses_writes_with_permission_denied_and_forwards_reads_byte_for_byte() {
+        let mut s = SftpSession::new(SftpMode::ReadOnly);
+        let read_open = open(1, "/etc/hosts", OpenFlags::READ);
+        let out = client(&mut s, &read_open);
+        assert_eq!(out.to_server, read_open);
+        assert!(out.to_client.is_empty());
+
+        let refused = [
+            open(2, "/etc/hosts", OpenFlags::WRITE),
+            open(3, "/etc/hosts", OpenFlags::READ | OpenFlags::APPEND),
+            open(4, "/tmp/new", OpenFlags::READ | OpenFlags::CREAT),
+            open(5, "/tmp/t", OpenFlags::READ | OpenFlags::TRUNC),
+            open(6, "/tmp/t", OpenFlags::READ | 0x100),
+            packet(fxp::WRITE, |w| {
+                w.u32(7).string(b"h").u64(0).string(b"x");
+            }),
+            packet(fxp::REMOVE, |w| {
+                w.u32(8).string(b"/x");
+            }),
+            packet(fxp::RENAME, |w| {
+                w.u32(9).string(b"/x").string(b"/y");
+            }),
+            packet(fxp::MKDIR, |w| {
+                w.u32(10).string(b"/d").u32(0);
+            }),
+            packet(fxp::RMDIR, |w| {
+                w.u32(11).string(b"/d");
+            }),
+            packet(fxp::SETSTAT, |w| {
+                w.u32(12).string(b"/x").u32(4).u32(0o777);
+            }),
+            packet(fxp::FSETSTAT, |w| {
+                w.u32(13).string(b"h").u32(0);
+            }),
+            packet(fxp::SYMLINK, |w| {
+                w.u32(14).string(b"/a").string(b"/b");
+            }),
+            packet(fxp::EXTENDED, |w| {
+                w.u32(15)
+                    .string(b"posix-rename@openssh.com")
+                    .string(b"/a")
+                    .string(b"/b");
+            }),
+            packet(fxp::EXTENDED, |w| {
+                w.u32(16)
+                    .string(b"hardlink@openssh.com")
+                    .string(b"/a")
+                    .string(b"/b");
+            }),
+            packet(fxp::EXTENDED, |w| {
+                w.u32(17)
+                    .string(b"lsetstat@openssh.com")
+                    .string(b"/a")
+                    .u32(0);
+            }),
+            packet(fxp::EXTENDED, |w| {
+                w.u32(18).string(b"made-up@example.com").string(b"?");
+            }),
+            packet(99, |w| {
+                w.u32(19).string(b"?");
+            }),
+        ];
+        for (k, p) in refused.iter().enumerate() {
+            let id = u32::try_from(k).unwrap() + 2;
+            let out = client(&mut s, p);
+            assert!(out.to_server.is_empty(), "request {id} was forwarded");
+            assert_eq!(
+                out.to_client,
+                status_packet(id, status::PERMISSION_DENIED, DENIED_MESSAGE)
+            );
+            assert_eq!(out.events.last(), Some(&SftpEvent::Denied { id }));
+        }
+        let allowed = [
+            packet(fxp::STAT, |w| {
+                w.u32(30).string(b"/x");
+            }),
+            packet(fxp::OPENDIR, |w| {
+                w.u32(31).string(b"/");
+            }),
+            packet(fxp::REALPATH, |w| {
+                w.u32(32).string(b".");
+            }),
+            packet(fxp::EXTENDED, |w| {
+                w.u32(33).string(b"statvfs@openssh.com").string(b"/");
+            }),
+            packet(fxp::EXTENDED, |w| {
+                w.u32(34).string(b"limits@openssh.com");
+            }),
+        ];
+        for p in &allowed {
+            let out = client(&mut s, p);
+            assert_eq!(&out.to_server, p);
+            assert!(out.to_client.is_empty());
+        }
+        // A refused OPEN leaves nothing pending: a HANDLE answering its id names no path.
+        let out = server(&mut s, &handle(2, b"zz"));
+        assert!(matches!(
+            &out.events[0],
+            SftpEvent::Handle { path: None, .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_more_open_handles_than_the_table_holds() {
+        let mut s = SftpSession::new(SftpMode::ReadWrite);
+        let mut out = SftpOutput::default();
+        for i in 0..=u32::try_from(MAX_HANDLES).unwrap() {
+            s.client_data(&open(i, "/f", OpenFlags::READ), &mut out)
+                .unwrap();
+            let r = s.server_data(&handle(i, &i.to_be_bytes()), &mut out);
+            if usize::try_from(i).unwrap() < MAX_HANDLES {
+                r.unwrap();
+            } else {
+                assert_eq!(r, Err(SftpError::TooManyHandles));
+            }
+        }
+    }
+
+    #[test]
+    fn parses_version_and_status_answers() {
+        let version = packet(fxp::VERSION, |w| {
+            w.u32(3)
+                .string(b"posix-rename@openssh.com")
+                .string(b"1")
+                .string(b"limits@openssh.com")
+                .string(b"1");
+        });
+        assert_eq!(
+            parse_response(&version).unwrap(),
+            SftpEvent::Version {
+                version: 3,
+                extensions: vec![
+                    "posix-rename@openssh.com".into(),
+                    "limits@openssh.com".into()
+                ]
+            }
+        );
+        let st = status_packet(9, status::EOF, "End of file");
+        assert_eq!(
+            parse_response(&st).unwrap(),
+            SftpEvent::Status {
+                id: 9,
+                code: status::EOF,
+                message: "End of file".into()
+            }
+        );
+        let bare = packet(fxp::STATUS, |w| {
+            w.u32(9).u32(0);
+        });
+        assert!(parse_response(&bare).is_ok());
+    }
+
+    #[test]
+    fn never_panics_on_random_streams() {
+        let mut seed = 0x243f_6a88_85a3_08d3u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let kinds = [
+            1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 101, 102, 103, 104, 105,
+            200, 201, 77,
+        ];
+        for _ in 0..20_000 {
+            let mut s = SftpSession::new(if next() % 2 == 0 {
+                SftpMode::ReadOnly
+            } else {
+                SftpMode::ReadWrite
+            });
+            let mut out = SftpOutput::default();
+            for _ in 0..(next() % 4) {
+                let n = usize::try_from(next() % 24).unwrap();
+                let mut body = vec![kinds[usize::try_from(next() % 25).unwrap()]];
+                body.extend((0..n).map(|_| {
+                    let b = next().to_le_bytes()[0];
+                    if b > 0xc0 {
+                        0
+                    } else {
+                        b % 8
+                    }
+                }));
+                let mut w = Writer::new();
+                w.string(&body);
+                let bytes = w.into_bytes();
+                let _ = s.client_data(&bytes, &mut out);
+                let _ = s.server_data(&bytes, &mut out);
+            }
+        }
+    }
 }
