@@ -314,6 +314,7 @@ fn classify_counting(line: &str) -> (CommandLine, usize) {
     let mut ctx = Ctx {
         commands: Vec::new(),
         rendered_assignments: Vec::new(),
+        env_changed: false,
         work: 0,
         budget: WORK_FACTOR * line.len() + 4096,
     };
@@ -501,6 +502,9 @@ struct Ctx {
     commands: Vec<SimpleCommand>,
     /// For each command, its assignments in normalized form (what a wrapped command inherits).
     rendered_assignments: Vec<Vec<String>>,
+    /// A command changed the shell's variables (`PATH=/tmp; ls`, `export PATH=…`): every
+    /// command after it runs in a changed environment.
+    env_changed: bool,
     work: usize,
     budget: usize,
 }
@@ -1506,6 +1510,10 @@ impl<'a, 'c> Parser<'a, 'c> {
         }
         let harmless =
             w.is_static() && matches!(w.text.as_str(), "/dev/null" | "/dev/stdout" | "/dev/stderr");
+        // bash opens a network connection for these names itself.
+        if w.text.starts_with("/dev/tcp/") || w.text.starts_with("/dev/udp/") {
+            flags.insert(CommandFlags::DYNAMIC);
+        }
         let is_fd = w.is_static()
             && !w.text.is_empty()
             && (w.text == "-"
@@ -1597,6 +1605,12 @@ impl Parser<'_, '_> {
     ) -> R<()> {
         let mut flags = flags.union(self.inherit.flags);
         let wrapper = wrapper.or_else(|| self.inherit.wrapper.clone());
+        if self.ctx.env_changed {
+            flags.insert(CommandFlags::ENV_ASSIGN);
+        }
+        if argv.is_empty() && !assignments.is_empty() {
+            self.ctx.env_changed = true;
+        }
         for a in argv {
             if a.dynamic {
                 flags.insert(CommandFlags::DYNAMIC);

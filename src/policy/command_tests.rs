@@ -1303,3 +1303,19 @@ fn replays_fuzz_seeds_without_panicking() {
     }
     assert!(n >= 4);
 }
+
+#[test]
+fn classifies_commands_after_a_variable_change_as_env_assign() {
+    for line in [
+        "PATH=/tmp; ls",
+        "export LD_PRELOAD=/x.so\nls",
+        "ls; A=1; rm x",
+    ] {
+        let got = classify(line);
+        let last = got.commands.last().unwrap();
+        assert!(last.flags.contains(CommandFlags::ENV_ASSIGN), "{line:?}");
+        assert!(last.assignments.is_empty());
+    }
+    let got = classify("ls; A=1");
+    assert!(!got.commands[0].flags.contains(CommandFlags::ENV_ASSIGN));
+}

@@ -321,6 +321,25 @@ impl Parser<'_, '_> {
                 }
                 Ok(())
             }
+            // Builtins whose effect on later commands can't be read from the line: code run on a
+            // signal or exit, aliases, builtins turned off, the command hash, shell options.
+            "trap" | "alias" | "enable" | "hash" | "shopt" => {
+                self.flag_command(index, dynamic);
+                Ok(())
+            }
+            // Builtins that set variables (and so what later commands find in PATH, LD_PRELOAD…);
+            // `-f` works on functions.
+            "export" | "declare" | "typeset" | "readonly" | "local" => {
+                self.flag_command(index, CommandFlags::ENV_ASSIGN);
+                self.ctx.env_changed = true;
+                if rest
+                    .iter()
+                    .any(|a| a.text.starts_with('-') && a.text.contains('f'))
+                {
+                    self.flag_command(index, dynamic);
+                }
+                Ok(())
+            }
             "source" | "." => {
                 self.flag_command(index, dynamic);
                 Ok(())
