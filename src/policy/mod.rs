@@ -1,4 +1,5 @@
 //! The decision engine: (identity, target, statement) -> allow | approve | block.
+pub mod command;
 pub mod engine;
 pub mod kinds;
 pub mod sql;

@@ -14,6 +14,7 @@
 //! - [`keys`]: public keys (wire blob, authorized_keys line, fingerprint) and signature verification.
 //! - [`keyfile`]: OpenSSH `openssh-key-v1` private key files: parse, sign, generate, load (0600).
 //! - [`userauth`]: RFC 4252 user authentication: codec, server and client state machines.
+//! - [`sftp`]: SFTP v3 stream parser for audit, with a read-only filter.
 
 pub mod cipher;
 pub mod hostkey;
@@ -22,6 +23,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod msg;
 pub mod packet;
+pub mod sftp;
 pub mod transport;
 pub mod userauth;
 pub mod version;

@@ -1,0 +1,1 @@
+find . -name "*.py" -exec grep -l x {} \; | xargs -0 rm -f

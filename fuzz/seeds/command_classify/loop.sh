@@ -1,0 +1,1 @@
+for f in $(ls *.log); do if [ -f "$f" ]; then gzip "$f"; fi; done

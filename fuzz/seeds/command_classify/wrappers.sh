@@ -1,0 +1,1 @@
+sudo -u root env FOO=1 sh -c 'systemctl restart app && cat /var/log/x | grep y' > /tmp/o 2>&1 &
