@@ -4,5 +4,11 @@
 //! socket, clock or global randomness inside. Time and random bytes are passed in by the caller.
 //!
 //! - [`wire`]: RFC 4251 §5 data types (cursor reader that cannot panic, writer).
+//! - [`connection`]: RFC 4254 connection protocol messages (+ OpenSSH extensions), typed codec.
+//! - [`channel`]: one relayed channel's two legs: ordering, flow control, EOF/CLOSE handshake.
+//! - [`relay`]: the client ↔ upstream connection relay: channel table, decisions, events.
 
+pub mod channel;
+pub mod connection;
+pub mod relay;
 pub mod wire;
