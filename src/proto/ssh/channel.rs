@@ -119,6 +119,8 @@ pub(super) enum Inbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Outbound {
     Open,
+    /// EOF is queued: no data follows (requests still may).
+    Eof,
     /// CLOSE is queued: nothing more is queued to this side.
     CloseQueued,
     CloseSent,
@@ -207,10 +209,19 @@ impl Leg {
     }
 
     /// Queues an item unless a CLOSE is already queued or sent (RFC 4254 §5.3: nothing follows
-    /// our CLOSE). Returns the relayed data bytes dropped, to be credited to the sender's window.
+    /// our CLOSE) or this side has closed (it reads nothing more, and data queued for it would
+    /// wait forever for window it will never give, holding back our CLOSE). Returns the relayed
+    /// data bytes dropped, to be credited to the sender's window.
     fn push(&mut self, item: Item) -> Result<u32, ChannelFault> {
-        if self.outbound != Outbound::Open {
+        if self.sealed() || self.inbound == Inbound::Closed {
             return Ok(relayed_len(&item));
+        }
+        match (&item, self.outbound) {
+            // RFC 4254 §5.3: no data after EOF. Only the gateway's own text can get here (the
+            // other side's data all precedes its EOF): a refusal after upstream's EOF.
+            (Item::Data { .. } | Item::Eof, Outbound::Eof) => return Ok(relayed_len(&item)),
+            (Item::Eof, _) => self.outbound = Outbound::Eof,
+            _ => {}
         }
         if let Item::Close = item {
             self.outbound = Outbound::CloseQueued;
@@ -251,7 +262,7 @@ impl Leg {
     }
 
     pub(super) fn push_close(&mut self) {
-        if self.outbound == Outbound::Open {
+        if !self.sealed() {
             self.outbound = Outbound::CloseQueued;
             self.queue.push_back(Item::Close);
         }
@@ -276,8 +287,7 @@ impl Leg {
     /// `channel_check_window`): once more than three maximum packets or half the window are
     /// outstanding, return what has been consumed. Not after EOF or CLOSE either way.
     fn take_adjust(&mut self) -> Option<u32> {
-        if self.unadjusted == 0 || self.inbound != Inbound::Open || self.outbound != Outbound::Open
-        {
+        if self.unadjusted == 0 || self.inbound != Inbound::Open || self.sealed() {
             return None;
         }
         let outstanding = u64::from(self.recv_window_max) - u64::from(self.recv_window);
@@ -291,6 +301,11 @@ impl Leg {
         } else {
             None
         }
+    }
+
+    /// A CLOSE is queued or sent to this side: nothing more may be queued.
+    pub(super) fn sealed(&self) -> bool {
+        matches!(self.outbound, Outbound::CloseQueued | Outbound::CloseSent)
     }
 
     fn credit(&mut self, bytes: u32) {
@@ -507,6 +522,10 @@ impl OpenChannel {
         }
         leg.awaited -= 1;
         let to = from.other();
+        if self.leg(to).inbound == Inbound::Closed {
+            // The requester closed after its request was forwarded: nobody to tell.
+            return Ok(());
+        }
         let slot = self
             .leg_mut(to)
             .owed

@@ -770,10 +770,14 @@ impl Relay {
                 if ch
                     .legs
                     .iter()
-                    .any(|l| l.inbound == Inbound::Closed || l.outbound != Outbound::Open)
+                    .any(|l| l.inbound == Inbound::Closed || l.sealed())
                 {
                     Phase::Closing
-                } else if ch.legs.iter().any(|l| l.inbound == Inbound::Eof) {
+                } else if ch
+                    .legs
+                    .iter()
+                    .any(|l| l.inbound == Inbound::Eof || l.outbound == Outbound::Eof)
+                {
                     Phase::HalfClosed
                 } else {
                     Phase::Open
@@ -1363,8 +1367,10 @@ impl Relay {
         ch.check_inbound(from).map_err(fault)?;
         let to = from.other();
         let want_reply = req.want_reply;
-        // Nothing can be forwarded once our CLOSE to the other side is queued: refuse.
-        let route = if ch.leg(to).outbound == super::channel::Outbound::Open {
+        // Nothing can be forwarded once our CLOSE to the other side is queued, or once it has
+        // closed: refuse.
+        let route = if !ch.leg(to).sealed() && ch.leg(to).inbound != super::channel::Inbound::Closed
+        {
             route
         } else {
             Route::Refuse

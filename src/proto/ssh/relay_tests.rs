@@ -440,6 +440,48 @@ fn exec_denied_with_given_status_and_no_reply_wanted() {
 }
 
 #[test]
+fn refusal_after_upstream_eof_sends_no_data_and_no_second_eof() {
+    // Found by the property test: the refusal text must not follow an EOF already sent.
+    let mut h = Harness::new();
+    let id = h.open_session(0, 200);
+    h.send(UP, Message::Eof { recipient: id });
+    assert_eq!(h.take(DOWN), vec![Got::Eof(0)]);
+    h.send(DOWN, request(id, true, ChannelRequestKind::Shell));
+    let d = h.decision();
+    h.relay
+        .decide(d.ticket(), Verdict::deny_with_message("no\n", 1))
+        .unwrap();
+    let down = h.take(DOWN);
+    assert_eq!(down.len(), 3, "{down:?}");
+    assert_eq!(down[0], Got::Success(0));
+    assert_eq!(exit_status_of(&down[1]), Some(1));
+    assert_eq!(down[2], Got::Close(0));
+}
+
+#[test]
+fn reply_from_upstream_after_the_client_closed_is_swallowed() {
+    // Found by the property test: a forwarded request's answer may cross the client's CLOSE.
+    let mut h = Harness::new();
+    let id = h.open_session(0, 200);
+    h.send(
+        DOWN,
+        request(
+            id,
+            true,
+            ChannelRequestKind::WindowChange {
+                size: TerminalSize::default(),
+            },
+        ),
+    );
+    h.send(DOWN, Message::Close { recipient: id });
+    assert_eq!(h.take(UP).len(), 2);
+    h.send(UP, Message::ChannelSuccess { recipient: id });
+    h.send(UP, Message::Close { recipient: id });
+    assert_eq!(h.take(DOWN), vec![Got::Close(0)]);
+    assert_eq!(h.relay.channel_count(), 0);
+}
+
+#[test]
 fn plain_deny_answers_failure_and_honours_want_reply() {
     let mut h = Harness::new();
     let id = h.open_session(0, 200);
