@@ -7,8 +7,10 @@
 //! - [`connection`]: RFC 4254 connection protocol messages (+ OpenSSH extensions), typed codec.
 //! - [`channel`]: one relayed channel's two legs: ordering, flow control, EOF/CLOSE handshake.
 //! - [`relay`]: the client ↔ upstream connection relay: channel table, decisions, events.
+//! - [`relay_script`]: byte-coded operation scripts over a relay (fuzz target, seed replay).
 
 pub mod channel;
 pub mod connection;
 pub mod relay;
+pub mod relay_script;
 pub mod wire;
