@@ -391,11 +391,28 @@ impl OpenChannel {
             });
         }
         leg.recv_window -= len;
+        let to = self.leg_mut(from.other());
+        let open = !to.sealed() && to.inbound != Inbound::Closed && to.outbound != Outbound::Eof;
+        if let (
+            true,
+            Some(Item::Data {
+                ext: last_ext,
+                bytes,
+                relayed: true,
+            }),
+        ) = (open, to.queue.back_mut())
+        {
+            if *last_ext == ext {
+                // The common case under load: append to the data already waiting (one copy).
+                bytes.extend(data.iter());
+                return Ok(());
+            }
+        }
         self.push(
             from.other(),
             Item::Data {
                 ext,
-                bytes: data.iter().copied().collect(),
+                bytes: VecDeque::from(data.to_vec()),
                 relayed: true,
             },
         )
@@ -613,8 +630,18 @@ impl OpenChannel {
                 }
                 let len = u32::try_from(chunk).unwrap_or(u32::MAX);
                 w.u32(len);
-                let taken: Vec<u8> = bytes.drain(..chunk).collect();
-                w.raw(&taken);
+                // Straight from the ring buffer's two halves into the payload; the copy for the
+                // observation event is made only when the caller records data.
+                let (front, back) = bytes.as_slices();
+                let from_front = chunk.min(front.len());
+                w.raw(front.get(..from_front).unwrap_or_default());
+                w.raw(back.get(..chunk - from_front).unwrap_or_default());
+                let observed: Vec<u8> = if relayed && observe_data {
+                    bytes.range(..chunk).copied().collect()
+                } else {
+                    Vec::new()
+                };
+                bytes.drain(..chunk);
                 let now_empty = bytes.is_empty();
                 if now_empty {
                     leg.queue.pop_front();
@@ -627,7 +654,7 @@ impl OpenChannel {
                         events.push_back(match to {
                             Side::Upstream => Event::Input {
                                 channel: id,
-                                bytes: taken,
+                                bytes: observed,
                             },
                             Side::Downstream => Event::Output {
                                 channel: id,
@@ -636,7 +663,7 @@ impl OpenChannel {
                                 } else {
                                     Stream::Stdout
                                 },
-                                bytes: taken,
+                                bytes: observed,
                             },
                         });
                     }

@@ -64,10 +64,11 @@ pub const DEFAULT_MAX_PACKET: u32 = 32 * 1024;
 /// OpenSSH's `CHAN_SES_WINDOW_DEFAULT` (channels.h: `(64*CHAN_SES_PACKET_DEFAULT)`, 2 MiB): the
 /// smallest window we advertise.
 pub const DEFAULT_MIN_WINDOW: u32 = 64 * DEFAULT_MAX_PACKET;
-/// Largest window we advertise (when the other side advertised a larger one to us, we pass on up
-/// to this much, so a high-throughput peer is not throttled by the gateway; it is also the most a
-/// channel buffers per direction).
-pub const DEFAULT_MAX_WINDOW: u32 = 16 * 1024 * 1024;
+/// Largest window we advertise. When the other side advertised more than 2 MiB to us we pass on
+/// up to this much, so a peer tuned for a long fat link is not throttled by the gateway. It is
+/// also the most a channel buffers per direction: worst case per relayed connection is
+/// `max_channels` × 2 × `max_window` (64 × 2 × 4 MiB = 512 MiB) if every channel's reader stalls.
+pub const DEFAULT_MAX_WINDOW: u32 = 4 * 1024 * 1024;
 /// Most channels (open, opening or awaiting a decision) per relayed connection.
 pub const DEFAULT_MAX_CHANNELS: usize = 64;
 
@@ -1091,23 +1092,21 @@ impl Relay {
         open: &ChannelOpen<'_>,
         payload: &[u8],
     ) -> Result<(), RelayError> {
-        let right_way = match (&open.kind, from) {
+        let right_way = matches!(
+            (&open.kind, from),
             (
                 ChannelKind::Session
-                | ChannelKind::DirectTcpip { .. }
-                | ChannelKind::DirectStreamlocal { .. },
+                    | ChannelKind::DirectTcpip { .. }
+                    | ChannelKind::DirectStreamlocal { .. },
                 Side::Downstream,
-            ) => true,
-            (
+            ) | (
                 ChannelKind::ForwardedTcpip { .. }
-                | ChannelKind::X11 { .. }
-                | ChannelKind::AuthAgent
-                | ChannelKind::ForwardedStreamlocal { .. },
+                    | ChannelKind::X11 { .. }
+                    | ChannelKind::AuthAgent
+                    | ChannelKind::ForwardedStreamlocal { .. },
                 Side::Upstream,
-            ) => true,
-            (ChannelKind::Unknown { .. }, _) => true,
-            _ => false,
-        };
+            ) | (ChannelKind::Unknown { .. }, _)
+        );
         let refusal = if !right_way {
             Some((
                 OpenFailureReason::UnknownChannelType,
