@@ -12,7 +12,7 @@
 //! - **Windows.** RFC 4254 §5.2: "Both parties use the following message to adjust the window."
 //!   Each leg tracks the window the peer gave us (we never send past it, and split data to its
 //!   maximum packet size) and the window we gave the peer (it must not send past it: a
-//!   [`ChannelFault::WindowExceeded`] otherwise). We return window to a side with WINDOW_ADJUST
+//!   [`RelayError::WindowExceeded`](super::relay::RelayError::WindowExceeded) otherwise). We return window to a side with WINDOW_ADJUST
 //!   only as its data is handed on to the other side, so per direction at most one advertised
 //!   window of bytes is ever buffered here, and a slow reader slows the writer down.
 //! - **Close.** RFC 4254 §5.3: "Upon receiving this message, a party MUST send back an
