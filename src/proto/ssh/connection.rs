@@ -3,7 +3,7 @@
 //!
 //! [`Message::parse`] turns one decrypted transport payload into a [`Message`] that borrows its
 //! strings and data from the payload (channel data is never copied here); [`Message::encode`]
-//! writes one back. Both go through [`wire::Reader`] / [`wire::Writer`].
+//! writes one back. Both go through [`Reader`] / [`Writer`].
 //!
 //! # Hostile input
 //!

@@ -8,7 +8,7 @@ use super::super::connection::DecodeError;
 use super::{ChannelId, Side, DISCONNECT_PROTOCOL_ERROR};
 
 /// A peer broke the connection protocol. Except for [`RelayError::Unrecognized`], the error is
-/// sticky: every later [`Relay::handle`] returns it. The caller sends SSH_MSG_DISCONNECT with
+/// sticky: every later [`Relay::handle`](super::Relay::handle) returns it. The caller sends SSH_MSG_DISCONNECT with
 /// [`RelayError::disconnect_reason`] to the side that caused it and tears down both connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -205,7 +205,7 @@ impl fmt::Display for RelayError {
 
 impl std::error::Error for RelayError {}
 
-/// Why [`Relay::decide`] did nothing.
+/// Why [`Relay::decide`](super::Relay::decide) did nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecideError {
