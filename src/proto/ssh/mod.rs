@@ -15,14 +15,22 @@
 //! - [`keyfile`]: OpenSSH `openssh-key-v1` private key files: parse, sign, generate, load (0600).
 //! - [`userauth`]: RFC 4252 user authentication: codec, server and client state machines.
 //! - [`sftp`]: SFTP v3 stream parser for audit, with a read-only filter.
+//! - [`connection`]: RFC 4254 connection protocol messages (+ OpenSSH extensions), typed codec.
+//! - [`channel`]: one relayed channel's two legs: ordering, flow control, EOF/CLOSE handshake.
+//! - [`relay`]: the client ↔ upstream connection relay: channel table, decisions, events.
+//! - [`relay_script`]: byte-coded operation scripts over a relay (fuzz target, seed replay).
 
+pub mod channel;
 pub mod cipher;
+pub mod connection;
 pub mod hostkey;
 pub mod kex;
 pub mod keyfile;
 pub mod keys;
 pub mod msg;
 pub mod packet;
+pub mod relay;
+pub mod relay_script;
 pub mod sftp;
 pub mod transport;
 pub mod userauth;
