@@ -128,6 +128,8 @@ pub struct Gateway {
     pub notifier: crate::approval::notify::Notifier,
     /// Table OIDs resolved to names, for `schema.table.column` mask rules.
     pub catalog: crate::proto::pg::catalog::Catalog,
+    /// The threads that relay PostgreSQL sessions once they are authenticated.
+    pub pg_workers: crate::proto::pg::proxy::Workers,
     mask_key: [u8; 32],
 }
 
@@ -256,6 +258,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         crate::approval::Broker::open(store.clone(), audit.clone(), now_unix())
             .map_err(|e| format!("approval store: {e}"))?,
     );
+    let pg_workers = crate::proto::pg::proxy::Workers::start(opts.threads)
+        .map_err(|e| format!("cannot start the relay workers: {e}"))?;
 
     let gw = Arc::new(Gateway {
         loaded: RwLock::new(Arc::new(loaded)),
@@ -273,6 +277,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         broker,
         notifier,
         catalog: Default::default(),
+        pg_workers,
         mask_key,
     });
 

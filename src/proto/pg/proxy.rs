@@ -19,6 +19,7 @@ use super::upstream;
 
 mod hold;
 mod relay;
+mod worker;
 use crate::audit::Event;
 use crate::config::{Action, Identity, Target};
 use crate::net::stream::Stream;
@@ -26,6 +27,7 @@ use crate::net::sync_conn::SyncConn;
 use crate::policy::kinds::{Flags, KindSet, PreparedRef, Statement, StmtKind};
 use crate::policy::{self, sql};
 use crate::server::{lock, Gateway, SessionEntry};
+pub use worker::Workers;
 
 /// Statements (and synchronisation points) a client may have in flight before the gateway stops
 /// reading from it.
@@ -296,22 +298,21 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         }
     };
     let session = Arc::new(session);
-    let idle = gwcfg.idle_timeout;
-    // The relay runs on its own thread (see `relay`); this task waits for it to end.
+    // A relay worker drives the session from here (see `worker`); this task waits for its end.
     let (ended_tx, ended_rx) = smol::channel::bounded::<Ending>(1);
-    let on_thread = session.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("pg-session-{pid}"))
-        .spawn(move || {
-            let ending = relay::run(&on_thread, legs, idle, kill_rx);
-            let _ = ended_tx.send_blocking(ending);
-        });
-    let ending = match spawned {
-        Ok(_) => ended_rx
+    let submitted = gw.pg_workers.submit(worker::NewSession {
+        session: session.clone(),
+        legs,
+        idle: gwcfg.idle_timeout,
+        kill: kill_rx,
+        ended: ended_tx,
+    });
+    let ending = match submitted {
+        Ok(()) => ended_rx
             .recv()
             .await
-            .unwrap_or_else(|_| Ending::Quiet("session thread ended".into())),
-        Err(e) => Ending::Quiet(format!("cannot start a session thread: {e}")),
+            .unwrap_or_else(|_| Ending::Quiet("relay worker stopped".into())),
+        Err(e) => Ending::Quiet(e),
     };
     let stats = *lock(&session.stats);
     let reason = match ending {
@@ -371,7 +372,7 @@ struct Stats {
 }
 
 /// How a relay ended: quietly (a side closed), or with a FATAL error the client is told.
-enum Ending {
+pub(crate) enum Ending {
     Quiet(String),
     Fatal { code: &'static str, message: String },
 }
@@ -394,7 +395,7 @@ enum Verdict {
     Hold(Box<hold::Hold>),
 }
 
-struct Session {
+pub(crate) struct Session {
     gw: Arc<Gateway>,
     id: String,
     identity: Identity,

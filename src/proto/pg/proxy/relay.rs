@@ -1,35 +1,35 @@
-//! The relay loop of one session, on the session's own thread.
+//! The relay of one session, as a state machine a worker thread drives (see `worker.rs`).
 //!
-//! One thread per session waits in `poll(2)` on the client socket, the upstream socket and a wake
-//! pipe (see `net::sync_conn` for why this is not async). Everything the loop decides goes through
-//! the same `Session` methods as before: each client message is classified and judged
-//! (`on_client_message`), each upstream message is tracked by the sans-IO `Pipeline`. The few
-//! things that arrive from other tasks — a kill order, an approval decision, a CancelRequest while
-//! a statement is held — are futures polled with a waker that writes to the wake pipe.
+//! The worker waits in epoll on the sockets of many sessions and calls [`SessionRelay::advance`]
+//! when one of them is ready, woken, or due (see `net::sync_conn` for why this is not async).
+//! Everything the relay decides goes through the same `Session` methods as before: each client
+//! message is classified and judged (`on_client_message`), each upstream message is tracked by
+//! the sans-IO `Pipeline`. Those methods are async (a write waits for its durable audit record, a
+//! held statement for its approval); their futures are polled here with the session's waker and,
+//! when they can't finish at once, the relay parks that direction until the waker fires.
 //!
-//! Writes never block the loop: each direction has a pending buffer, written as the socket takes
-//! it; a side is not read while the buffer towards its peer is over [`MAX_PENDING`], so a slow
-//! reader slows its writer down instead of growing our memory. Pending buffers only ever hold
-//! whole protocol messages, so a FATAL error can always be appended at the end.
+//! Writes never block: each direction has a pending buffer, written as the socket takes it; a
+//! side is not read while the buffer towards its peer is over [`MAX_PENDING`], so a slow reader
+//! slows its writer down instead of growing our memory. Pending buffers only ever hold whole
+//! protocol messages, so a FATAL error can always be appended at the end.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
-use smol::future::block_on;
 use smol::future::FutureExt;
 
 use super::hold::{self, Hold};
 use super::{fatal, Ending, Session, Verdict};
 use crate::approval::Outcome;
-use crate::net::sync_conn::{Readable, SyncConn, READ_CHUNK};
-use crate::net::wake::WakePipe;
+use crate::net::sync_conn::{Readable, SyncConn};
+use crate::proto::pg::catalog::TableColumns;
 use crate::proto::pg::codec;
 use crate::proto::pg::pipeline::Completion;
-use crate::server::now_unix;
+use crate::server::{lock, now_unix};
 
 /// Bytes waiting for one peer before the other peer is no longer read.
 const MAX_PENDING: usize = 1 << 20;
@@ -37,10 +37,17 @@ const MAX_PENDING: usize = 1 << 20;
 /// How long the last words (a FATAL error, a Terminate) may take to go out when the session ends.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// Progress passes per `advance` (each pass may unblock the next; the bound keeps one busy
+/// session from starving the others on its worker).
+const MAX_PASSES: usize = 8;
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Tables resolved for a RowDescription (`None`: the lookup failed).
+type Resolved = Option<Vec<(u32, Arc<TableColumns>)>>;
 
 /// The two legs of a session, with what each has sent that was read but not handled yet.
-pub(super) struct Legs {
+pub(crate) struct Legs {
     pub client: SyncConn,
     pub client_buf: Vec<u8>,
     pub up: SyncConn,
@@ -49,212 +56,259 @@ pub(super) struct Legs {
 
 /// A statement waiting for its approval, and the message that carried it.
 struct Held {
-    hold: Box<Hold>,
+    hold: Option<Box<Hold>>,
+    deadline: Instant,
     tag: u8,
     frame: Vec<u8>,
     /// The decision or a CancelRequest, whichever comes first.
-    wait: BoxFuture<hold::Waited>,
+    wait: LocalFuture<hold::Waited>,
 }
 
-struct Relay<'s> {
-    session: &'s Session,
+/// A client message whose verdict is being worked out (audit, approval submission, resume).
+struct Judging {
+    tag: u8,
+    frame: Vec<u8>,
+    verdict: LocalFuture<Verdict>,
+}
+
+/// What the worker should watch for this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Interest {
+    pub client_read: bool,
+    pub client_write: bool,
+    pub up_read: bool,
+    pub up_write: bool,
+}
+
+pub(crate) struct SessionRelay {
+    session: Arc<Session>,
     legs: Legs,
     to_up: Vec<u8>,
     to_client: Vec<u8>,
+    judging: Option<Judging>,
     held: Option<Held>,
+    /// Upstream answers wait while their result columns' tables are resolved.
+    resolving: Option<(Vec<u32>, LocalFuture<Resolved>)>,
+    /// Completed statements to audit, in order; the first one's record may be in flight.
     done: Vec<Completion>,
+    auditing: Option<LocalFuture<()>>,
     /// Mask rules name columns: RowDescriptions need their source tables resolved.
     names_columns: bool,
-}
-
-/// Runs the session until one side leaves or it is stopped; the last words (a FATAL error, a
-/// Terminate) are written before returning.
-pub(super) fn run(
-    session: &Session,
-    legs: Legs,
+    killed: LocalFuture<String>,
     idle: Option<Duration>,
-    kill: smol::channel::Receiver<String>,
-) -> Ending {
-    let mut relay = Relay {
-        session,
-        legs,
-        to_up: Vec::with_capacity(16 * 1024),
-        to_client: Vec::with_capacity(64 * 1024),
-        held: None,
-        done: Vec::new(),
-        names_columns: crate::server::lock(&session.pipeline).masks_columns(),
-    };
-    let ending = match WakePipe::new() {
-        Ok(pipe) => relay.run(&pipe, idle, kill),
-        Err(e) => Ending::Quiet(format!("cannot create the session's wake pipe: {e}")),
-    };
-    relay.last_words(&ending);
-    ending
+    idle_deadline: Option<Instant>,
+    client_eof: bool,
+    up_eof: bool,
+    /// The session is over; its last words are being written until this deadline.
+    closing: Option<(Ending, Instant)>,
 }
 
-impl Relay<'_> {
-    fn run(
-        &mut self,
-        pipe: &WakePipe,
+impl SessionRelay {
+    pub fn new(
+        session: Arc<Session>,
+        legs: Legs,
         idle: Option<Duration>,
         kill: smol::channel::Receiver<String>,
-    ) -> Ending {
-        let waker = pipe.waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut killed: BoxFuture<String> = Box::pin(async move {
-            kill.recv()
-                .await
-                .unwrap_or_else(|_| "gateway shutting down".into())
-        });
-        let mut woken = true;
-        let mut scratch = vec![0u8; READ_CHUNK];
-        let mut idle_deadline = idle.map(|d| Instant::now() + d);
-        let mut client_eof = false;
-        let mut up_eof = false;
-        loop {
-            if woken {
-                woken = false;
-                pipe.drain();
-                // A kill wins over everything else that is ready.
-                if let Poll::Ready(reason) = killed.as_mut().poll(&mut cx) {
-                    return fatal("57P01", format!("session terminated: {reason}"));
-                }
-                let decided = match self.held.as_mut() {
-                    Some(h) => match h.wait.as_mut().poll(&mut cx) {
-                        Poll::Ready(w) => Some(w),
-                        Poll::Pending => None,
-                    },
-                    None => None,
-                };
-                if let Some(waited) = decided {
-                    if let Err(e) = self.resume(waited) {
-                        return e;
-                    }
-                }
-            }
-            let timed_out = self
-                .held
-                .as_ref()
-                .is_some_and(|h| Instant::now() >= h.hold.deadline);
-            if timed_out {
-                if let Err(e) = self.resume(hold::Waited::TimedOut) {
-                    return e;
-                }
-            }
-            if self.held.is_none() {
-                if let Err(e) = self.upward() {
-                    return e;
-                }
-                if self.held.is_some() {
-                    // A hold just began: its future must be polled once to register the waker.
-                    woken = true;
-                    continue;
-                }
-            }
-            if let Err(e) = self.downward() {
-                return e;
-            }
-            if up_eof {
-                return Ending::Quiet("upstream closed".into());
-            }
-            if client_eof {
-                return self.client_left();
-            }
+        now: Instant,
+    ) -> SessionRelay {
+        let names_columns = lock(&session.pipeline).masks_columns();
+        SessionRelay {
+            session,
+            legs,
+            to_up: Vec::with_capacity(16 * 1024),
+            to_client: Vec::with_capacity(16 * 1024),
+            judging: None,
+            held: None,
+            resolving: None,
+            done: Vec::new(),
+            auditing: None,
+            names_columns,
+            killed: Box::pin(async move {
+                kill.recv()
+                    .await
+                    .unwrap_or_else(|_| "gateway shutting down".into())
+            }),
+            idle,
+            idle_deadline: idle.map(|d| now + d),
+            client_eof: false,
+            up_eof: false,
+            closing: None,
+        }
+    }
 
-            // Wait for something to do.
-            let read_client = match &self.held {
-                None => self.to_up.len() < MAX_PENDING,
+    pub fn client_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.legs.client.fd()
+    }
+
+    pub fn up_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.legs.up.fd()
+    }
+
+    /// Whether each leg (client, upstream) has reached its end and should no longer be watched.
+    pub fn legs_gone(&self) -> (bool, bool) {
+        (self.client_eof, self.up_eof)
+    }
+
+    /// What to wait for next.
+    pub fn interest(&self) -> Interest {
+        if self.closing.is_some() {
+            return Interest {
+                client_write: self.legs.client.wants_write(&self.to_client),
+                up_write: self.legs.up.wants_write(&self.to_up),
+                ..Interest::default()
+            };
+        }
+        let client_read = !self.client_eof
+            && if self.held.is_some() {
                 // Keep reading to see the client leave; buffer what it pipelines, up to a cap.
-                Some(_) => self.legs.client_buf.len() <= self.session.max_body,
+                self.legs.client_buf.len() <= self.session.max_body
+            } else {
+                self.to_up.len() < MAX_PENDING && self.legs.client_buf.len() < MAX_PENDING
             };
-            let read_up = self.to_client.len() < MAX_PENDING;
-            let mut client_flags = PollFlags::empty();
-            if read_client {
-                client_flags |= PollFlags::IN;
-            }
-            if self.legs.client.wants_write(&self.to_client) {
-                client_flags |= PollFlags::OUT;
-            }
-            let mut up_flags = PollFlags::empty();
-            if read_up {
-                up_flags |= PollFlags::IN;
-            }
-            if self.legs.up.wants_write(&self.to_up) {
-                up_flags |= PollFlags::OUT;
-            }
-            let deadline = match &self.held {
-                Some(h) => Some(h.hold.deadline),
-                None => idle_deadline,
-            };
-            let timeout = deadline.map(|d| {
-                let left = d.saturating_duration_since(Instant::now());
-                Timespec {
-                    tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                }
-            });
-            let mut fds = [
-                PollFd::from_borrowed_fd(self.legs.client.fd(), client_flags),
-                PollFd::from_borrowed_fd(self.legs.up.fd(), up_flags),
-                PollFd::from_borrowed_fd(pipe.fd(), PollFlags::IN),
-            ];
-            match rustix::event::poll(&mut fds, timeout.as_ref()) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Ending::Quiet(format!("poll: {e}")),
-            }
-            let ready = |f: &PollFd<'_>| f.revents().contains(PollFlags::IN);
-            // Hang-ups and errors are reported even for a side we chose not to read; read it
-            // anyway (the peer can send nothing more), or the poll would spin.
-            let broken = |f: &PollFd<'_>| f.revents().intersects(PollFlags::HUP | PollFlags::ERR);
-            let client_ready = (ready(&fds[0]) && read_client) || broken(&fds[0]);
-            let up_ready = (ready(&fds[1]) && read_up) || broken(&fds[1]);
-            woken |= ready(&fds[2]);
+        Interest {
+            client_read,
+            client_write: self.legs.client.wants_write(&self.to_client),
+            up_read: !self.up_eof
+                && self.auditing.is_none()
+                && self.to_client.len() < MAX_PENDING
+                && self.legs.up_buf.len() < MAX_PENDING,
+            up_write: self.legs.up.wants_write(&self.to_up),
+        }
+    }
 
-            if client_ready {
-                match self
-                    .legs
-                    .client
-                    .read_into(&mut self.legs.client_buf, &mut scratch)
-                {
-                    Ok(Readable::Data(_)) => {
-                        if self.held.is_none() {
-                            idle_deadline = idle.map(|d| Instant::now() + d);
-                        }
-                    }
-                    Ok(Readable::WouldBlock) => {}
-                    Ok(Readable::Eof) => client_eof = true,
-                    Err(e) => {
-                        if self.held.is_some() {
-                            client_eof = true;
-                        } else {
-                            return Ending::Quiet(format!("client read: {e}"));
-                        }
-                    }
+    /// When `advance` must run even if nothing happens.
+    pub fn deadline(&self) -> Option<Instant> {
+        if let Some((_, d)) = &self.closing {
+            return Some(*d);
+        }
+        match &self.held {
+            Some(h) => Some(h.deadline),
+            None => self.idle_deadline,
+        }
+    }
+
+    /// Reads what the client sent (the socket was reported readable or hung up).
+    pub fn read_client(&mut self, scratch: &mut [u8], now: Instant) {
+        if self.client_eof || self.closing.is_some() {
+            return;
+        }
+        match self
+            .legs
+            .client
+            .read_into(&mut self.legs.client_buf, scratch)
+        {
+            Ok(Readable::Data(_)) => {
+                if self.held.is_none() {
+                    self.idle_deadline = self.idle.map(|d| now + d);
                 }
             }
-            if up_ready {
-                match self.legs.up.read_into(&mut self.legs.up_buf, &mut scratch) {
-                    Ok(Readable::Data(_)) | Ok(Readable::WouldBlock) => {}
-                    // Handle what came before the close, then stop.
-                    Ok(Readable::Eof) => up_eof = true,
-                    Err(e) => return Ending::Quiet(format!("upstream read: {e}")),
+            Ok(Readable::WouldBlock) => {}
+            Ok(Readable::Eof) => self.client_eof = true,
+            Err(e) => {
+                if self.held.is_some() {
+                    self.client_eof = true;
+                } else {
+                    self.close(Ending::Quiet(format!("client read: {e}")), now);
                 }
-            }
-            if self.held.is_none()
-                && !client_eof
-                && idle_deadline.is_some_and(|d| Instant::now() >= d)
-            {
-                return fatal("57P05", "session idle for too long (idle_timeout)");
             }
         }
     }
 
+    /// Reads what upstream sent.
+    pub fn read_up(&mut self, scratch: &mut [u8], now: Instant) {
+        if self.up_eof || self.closing.is_some() {
+            return;
+        }
+        match self.legs.up.read_into(&mut self.legs.up_buf, scratch) {
+            Ok(Readable::Data(_)) | Ok(Readable::WouldBlock) => {}
+            // Handle what came before the close, then stop.
+            Ok(Readable::Eof) => self.up_eof = true,
+            Err(e) => self.close(Ending::Quiet(format!("upstream read: {e}")), now),
+        }
+    }
+
+    /// Does everything that can be done now. Returns the ending once the session is over and its
+    /// last words are out (or their time is up).
+    pub fn advance(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<Ending> {
+        if self.closing.is_none() {
+            let mut result = Ok(true);
+            for _ in 0..MAX_PASSES {
+                result = self.pass(cx, now);
+                if !matches!(result, Ok(true)) {
+                    break;
+                }
+            }
+            match result {
+                // Out of passes with work left: come back after the other sessions.
+                Ok(true) => cx.waker().wake_by_ref(),
+                Ok(false) => {}
+                Err(ending) => self.close(ending, now),
+            }
+        }
+        self.finish_closing(now)
+    }
+
+    /// Ends the session: its last words are queued.
+    fn close(&mut self, ending: Ending, now: Instant) {
+        if self.closing.is_some() {
+            return;
+        }
+        if let Ending::Fatal { code, message } = &ending {
+            codec::encode_error(
+                &mut self.to_client,
+                "FATAL",
+                code,
+                &format!("portcullis: {message}"),
+                None,
+                None,
+            );
+        }
+        self.closing = Some((ending, now + FINAL_FLUSH));
+    }
+
+    /// Writes what is still pending to both sides (a side that fails is done with).
+    fn finish_closing(&mut self, now: Instant) -> Option<Ending> {
+        let (_, deadline) = self.closing.as_ref()?;
+        let client_done = !matches!(self.legs.client.flush(&mut self.to_client), Ok(false));
+        let up_done = !matches!(self.legs.up.flush(&mut self.to_up), Ok(false));
+        if !(client_done && up_done) && now < *deadline {
+            return None;
+        }
+        self.closing.take().map(|(e, _)| e)
+    }
+
+    /// One round of work; true if something moved that may let more happen.
+    fn pass(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, Ending> {
+        let mut moved = false;
+        // A kill wins over everything else that is ready.
+        if let Poll::Ready(reason) = self.killed.as_mut().poll(cx) {
+            return Err(fatal("57P01", format!("session terminated: {reason}")));
+        }
+        moved |= self.poll_held(cx, now)?;
+        moved |= self.poll_judging(cx)?;
+        if self.judging.is_none() && self.held.is_none() {
+            moved |= self.upward(cx)?;
+        }
+        self.flush_up()?;
+        moved |= self.downward(cx)?;
+        moved |= self.poll_audit(cx);
+        if self.up_eof && self.legs.up_buf.is_empty() && self.resolving.is_none() {
+            return Err(Ending::Quiet("upstream closed".into()));
+        }
+        if self.client_eof && self.judging.is_none() {
+            return Err(self.client_left());
+        }
+        if self.held.is_none() && self.idle_deadline.is_some_and(|d| now >= d) {
+            return Err(fatal("57P05", "session idle for too long (idle_timeout)"));
+        }
+        Ok(moved)
+    }
+
     /// The client closed its connection: quietly, or while a statement waited for approval.
     fn client_left(&mut self) -> Ending {
-        match self.held.take() {
-            Some(h) => {
-                let id = h.hold.request.id.clone();
+        match self.held.take().and_then(|h| h.hold) {
+            Some(hold) => {
+                let id = hold.request.id.clone();
                 let gw = &self.session.gw;
                 gw.broker.abandon(&id, now_unix());
                 gw.metrics
@@ -266,52 +320,79 @@ impl Relay<'_> {
         }
     }
 
-    /// Handles every complete client message, in order, until one is held for approval.
-    fn upward(&mut self) -> Result<(), Ending> {
-        let session = self.session;
+    /// Handles complete client messages in order until one needs to wait (its verdict isn't
+    /// ready, or it is held for approval).
+    fn upward(&mut self, cx: &mut Context<'_>) -> Result<bool, Ending> {
         let mut pos = 0;
+        let mut moved = false;
         let result = loop {
             let buf = &self.legs.client_buf;
-            let frame = match codec::split_frame(&buf[pos..], session.max_body) {
+            let frame = match codec::split_frame(&buf[pos..], self.session.max_body) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(fatal("08P01", format!("invalid message from client: {e}"))),
             };
             let (tag, len) = (frame.tag, frame.len);
-            let whole = &buf[pos..pos + len];
-            let verdict = block_on(session.on_client_message(tag, whole));
-            if let Verdict::Hold(hold) = verdict {
-                let frame = whole.to_vec();
-                pos += len;
-                self.hold(hold, tag, frame);
-                break Ok(());
-            }
-            if let Err(e) = apply(verdict, whole, &mut self.to_up) {
-                break Err(e);
-            }
+            let whole = buf[pos..pos + len].to_vec();
             pos += len;
-            if tag == b'X' {
-                break Err(Ending::Quiet("client terminated".into()));
+            moved = true;
+            let session = self.session.clone();
+            let message = whole.clone();
+            let mut verdict: LocalFuture<Verdict> =
+                Box::pin(async move { session.on_client_message(tag, &message).await });
+            match verdict.as_mut().poll(cx) {
+                Poll::Ready(v) => {
+                    if let Err(e) = self.carry_out(v, tag, whole, cx) {
+                        break Err(e);
+                    }
+                    if tag == b'X' {
+                        break Err(Ending::Quiet("client terminated".into()));
+                    }
+                    if self.held.is_some() {
+                        break Ok(());
+                    }
+                }
+                Poll::Pending => {
+                    self.judging = Some(Judging {
+                        tag,
+                        frame: whole,
+                        verdict,
+                    });
+                    break Ok(());
+                }
             }
         };
         self.legs.client_buf.drain(..pos);
-        if result.is_ok() {
-            self.flush_up()?;
-        }
-        result
+        result.map(|()| moved)
     }
 
-    /// Starts waiting for an approval: what was decided before the held message goes up now, the
-    /// client is told it waits.
-    fn hold(&mut self, hold: Box<Hold>, tag: u8, frame: Vec<u8>) {
-        let session = self.session;
+    /// Carries out a verdict on one client message (a hold starts the wait).
+    fn carry_out(
+        &mut self,
+        verdict: Verdict,
+        tag: u8,
+        frame: Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), Ending> {
+        match verdict {
+            Verdict::Forward => self.to_up.extend_from_slice(&frame),
+            Verdict::Replace(bytes) => self.to_up.extend_from_slice(&bytes),
+            Verdict::Fatal(msg) => return Err(fatal("08P01", msg)),
+            Verdict::Hold(hold) => self.hold(hold, tag, frame, cx),
+        }
+        Ok(())
+    }
+
+    /// Starts waiting for an approval: the client is told it waits.
+    fn hold(&mut self, hold: Box<Hold>, tag: u8, frame: Vec<u8>, cx: &mut Context<'_>) {
+        let session = &self.session;
         self.to_client
             .extend_from_slice(&session.held_notice(&hold));
         // A CancelRequest sent before this hold is not for it.
         while session.hold_cancel.try_recv().is_ok() {}
         let outcome = hold.outcome.clone();
         let cancel = session.hold_cancel.clone();
-        let wait: BoxFuture<hold::Waited> = Box::pin(async move {
+        let wait: LocalFuture<hold::Waited> = Box::pin(async move {
             let decided =
                 async { hold::Waited::Outcome(outcome.recv().await.unwrap_or(Outcome::Abandoned)) };
             let cancelled = async {
@@ -320,42 +401,79 @@ impl Relay<'_> {
             };
             decided.or(cancelled).await
         });
+        // The wait is first polled on the next pass (which registers the waker); make sure
+        // there is one.
+        cx.waker().wake_by_ref();
         self.held = Some(Held {
-            hold,
+            deadline: hold.deadline,
+            hold: Some(hold),
             tag,
             frame,
             wait,
         });
     }
 
-    /// The held statement's wait ended: forward it or refuse it in place, then carry on.
-    fn resume(&mut self, waited: hold::Waited) -> Result<(), Ending> {
-        let Some(held) = self.held.take() else {
-            return Ok(());
+    /// The held statement's wait ended (decision, cancel or timeout): resume it.
+    fn poll_held(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, Ending> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(false);
         };
-        let verdict = block_on(self.session.resume(*held.hold, waited));
-        if let Verdict::Hold(_) = verdict {
-            return Err(fatal("08P01", "internal: nested hold"));
-        }
-        apply(verdict, &held.frame, &mut self.to_up)?;
-        if held.tag == b'X' {
-            return Err(Ending::Quiet("client terminated".into()));
-        }
-        Ok(())
+        let waited = match held.wait.as_mut().poll(cx) {
+            Poll::Ready(w) => w,
+            Poll::Pending if now >= held.deadline => hold::Waited::TimedOut,
+            Poll::Pending => return Ok(false),
+        };
+        let Some(mut held) = self.held.take() else {
+            return Ok(false);
+        };
+        let Some(hold) = held.hold.take() else {
+            return Err(fatal("08P01", "internal: hold resumed twice"));
+        };
+        let session = self.session.clone();
+        self.judging = Some(Judging {
+            tag: held.tag,
+            frame: held.frame,
+            verdict: Box::pin(async move { session.resume(*hold, waited).await }),
+        });
+        Ok(true)
     }
 
-    /// Handles every complete upstream message, sends the client what it should see, then audits
-    /// what completed.
-    fn downward(&mut self) -> Result<(), Ending> {
-        if !self.legs.up_buf.is_empty() {
-            let session = self.session;
-            if self.names_columns {
-                self.resolve_tables();
+    fn poll_judging(&mut self, cx: &mut Context<'_>) -> Result<bool, Ending> {
+        let Some(judging) = self.judging.as_mut() else {
+            return Ok(false);
+        };
+        let Poll::Ready(verdict) = judging.verdict.as_mut().poll(cx) else {
+            return Ok(false);
+        };
+        let Some(Judging { tag, frame, .. }) = self.judging.take() else {
+            return Ok(false);
+        };
+        if let (Verdict::Hold(_), true) = (&verdict, self.held.is_some()) {
+            return Err(fatal("08P01", "internal: nested hold"));
+        }
+        self.carry_out(verdict, tag, frame, cx)?;
+        if tag == b'X' {
+            return Err(Ending::Quiet("client terminated".into()));
+        }
+        Ok(true)
+    }
+
+    /// Handles complete upstream messages (after resolving result tables if rules need them) and
+    /// sends the client what it should see.
+    fn downward(&mut self, cx: &mut Context<'_>) -> Result<bool, Ending> {
+        let mut moved = false;
+        if self.names_columns {
+            moved |= self.resolve_tables(cx);
+            if self.resolving.is_some() {
+                return Ok(moved);
             }
+        }
+        if !self.legs.up_buf.is_empty() {
+            let session = &self.session;
             let now = Instant::now();
             let mut pos = 0;
             let result = {
-                let mut pipeline = crate::server::lock(&session.pipeline);
+                let mut pipeline = lock(&session.pipeline);
                 loop {
                     let buf = &self.legs.up_buf;
                     match codec::split_frame(&buf[pos..], session.max_body) {
@@ -384,23 +502,21 @@ impl Relay<'_> {
             };
             self.legs.up_buf.drain(..pos);
             result?;
+            moved |= pos > 0;
         }
         self.flush_client()?;
-        for c in self.done.drain(..) {
-            block_on(self.session.audit_completion(c));
-        }
-        Ok(())
+        Ok(moved)
     }
 
     /// Resolves the source tables of the RowDescriptions waiting in the upstream buffer (through
-    /// the gateway's catalog cache, else its own upstream query) before they are handled. A table
-    /// that can't be resolved is remembered as such, and its columns are masked (fail closed).
-    fn resolve_tables(&mut self) {
-        let session = self.session;
-        let mut needed: Vec<u32> = Vec::new();
-        let mut pos = 0;
-        {
-            let pipeline = crate::server::lock(&session.pipeline);
+    /// the gateway's catalog cache, else its own upstream query). A table that can't be resolved
+    /// is remembered as such, and its columns are masked whole (fail closed).
+    fn resolve_tables(&mut self, cx: &mut Context<'_>) -> bool {
+        let session = self.session.clone();
+        if self.resolving.is_none() {
+            let mut needed: Vec<u32> = Vec::new();
+            let mut pos = 0;
+            let pipeline = lock(&session.pipeline);
             let buf = &self.legs.up_buf;
             while let Ok(Some(frame)) = codec::split_frame(&buf[pos..], session.max_body) {
                 if frame.tag == b'T' {
@@ -412,50 +528,88 @@ impl Relay<'_> {
                 }
                 pos += frame.len;
             }
-        }
-        if needed.is_empty() {
-            return;
-        }
-        let gw = &session.gw;
-        let loaded = gw.loaded();
-        let tls = loaded
-            .upstream_tls
-            .get(&session.target.name)
-            .cloned()
-            .flatten();
-        let timeout = loaded.policy.gateway.upstream_timeout;
-        let nonce = gw.random_hex(18);
-        let lookup = gw
-            .catalog
-            .resolve(&session.target, tls, &needed, session.max_body, &nonce);
-        let answer = block_on(async { Some(lookup.await) }.or(async {
-            smol::Timer::after(timeout).await;
-            None
-        }));
-        let found = match answer {
-            Some(Ok(found)) => found,
-            Some(Err(e)) => {
-                super::log(&format!(
-                    "session {}: cannot resolve result columns' tables (masking them whole): {e}",
-                    session.id
-                ));
-                Vec::new()
+            drop(pipeline);
+            if needed.is_empty() {
+                return false;
             }
-            None => {
-                super::log(&format!(
-                    "session {}: resolving result columns' tables timed out (masking them whole)",
-                    session.id
-                ));
-                Vec::new()
-            }
+            let lookup_oids = needed.clone();
+            let s = session.clone();
+            let lookup: LocalFuture<Resolved> = Box::pin(async move {
+                let gw = &s.gw;
+                let loaded = gw.loaded();
+                let tls = loaded.upstream_tls.get(&s.target.name).cloned().flatten();
+                let timeout = loaded.policy.gateway.upstream_timeout;
+                let nonce = gw.random_hex(18);
+                let lookup = gw
+                    .catalog
+                    .resolve(&s.target, tls, &lookup_oids, s.max_body, &nonce);
+                let answer = async { Some(lookup.await) }
+                    .or(async {
+                        smol::Timer::after(timeout).await;
+                        None
+                    })
+                    .await;
+                match answer {
+                    Some(Ok(found)) => Some(found),
+                    Some(Err(e)) => {
+                        super::log(&format!(
+                            "session {}: cannot resolve result columns' tables \
+                                 (masking them whole): {e}",
+                            s.id
+                        ));
+                        None
+                    }
+                    None => {
+                        super::log(&format!(
+                            "session {}: resolving result columns' tables timed out \
+                                 (masking them whole)",
+                            s.id
+                        ));
+                        None
+                    }
+                }
+            });
+            self.resolving = Some((needed, lookup));
+        }
+        let Some((_, lookup)) = self.resolving.as_mut() else {
+            return false;
         };
-        let mut pipeline = crate::server::lock(&session.pipeline);
+        let Poll::Ready(found) = lookup.as_mut().poll(cx) else {
+            return false;
+        };
+        let Some((needed, _)) = self.resolving.take() else {
+            return false;
+        };
+        let found = found.unwrap_or_default();
+        let mut pipeline = lock(&session.pipeline);
         for oid in needed {
             let table = found
                 .iter()
                 .find(|(o, _)| *o == oid)
                 .map(|(_, t)| t.clone());
             pipeline.mask_learn_table(oid, table);
+        }
+        true
+    }
+
+    /// Audits completed statements in order. A record waits only for room in the audit queue;
+    /// while it waits, upstream is not read (back-pressure rather than dropping).
+    fn poll_audit(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        loop {
+            if let Some(record) = self.auditing.as_mut() {
+                if record.as_mut().poll(cx).is_pending() {
+                    return moved;
+                }
+                self.auditing = None;
+                moved = true;
+            }
+            if self.done.is_empty() {
+                return moved;
+            }
+            let c = self.done.remove(0);
+            let session = self.session.clone();
+            self.auditing = Some(Box::pin(async move { session.audit_completion(c).await }));
         }
     }
 
@@ -475,61 +629,5 @@ impl Relay<'_> {
             }
         }
         Ok(())
-    }
-
-    /// What goes out after the loop: a FATAL error to the client, or the client's Terminate to
-    /// upstream; bounded in time.
-    fn last_words(&mut self, ending: &Ending) {
-        match ending {
-            Ending::Fatal { code, message } => {
-                codec::encode_error(
-                    &mut self.to_client,
-                    "FATAL",
-                    code,
-                    &format!("portcullis: {message}"),
-                    None,
-                    None,
-                );
-                flush_within(&mut self.legs.client, &mut self.to_client, FINAL_FLUSH);
-            }
-            Ending::Quiet(_) => {
-                flush_within(&mut self.legs.up, &mut self.to_up, FINAL_FLUSH);
-            }
-        }
-    }
-}
-
-/// Carries out a verdict on one client message.
-fn apply(verdict: Verdict, whole: &[u8], to_up: &mut Vec<u8>) -> Result<(), Ending> {
-    match verdict {
-        Verdict::Forward => to_up.extend_from_slice(whole),
-        Verdict::Replace(bytes) => to_up.extend_from_slice(&bytes),
-        Verdict::Fatal(msg) => return Err(fatal("08P01", msg)),
-        Verdict::Hold(_) => return Err(fatal("08P01", "internal: nested hold")),
-    }
-    Ok(())
-}
-
-/// Writes `pending` out, waiting for the socket at most `limit` in all. Errors end it silently:
-/// the session is over either way.
-fn flush_within(conn: &mut SyncConn, pending: &mut Vec<u8>, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match conn.flush(pending) {
-            Ok(true) | Err(_) => return,
-            Ok(false) => {}
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        let timeout = Timespec {
-            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
-        let mut fds = [PollFd::from_borrowed_fd(conn.fd(), PollFlags::OUT)];
-        if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
-            return;
-        }
     }
 }
