@@ -234,6 +234,35 @@ impl Session {
         for held in std::mem::take(&mut self.held) {
             self.gw.broker.abandon(&held.request.id, now_unix());
         }
+        // The client often disconnects in the same packet batch as its last CLOSE: let the relay
+        // finish what it was handed, so channel ends are audited with their byte counts.
+        let now = Instant::now();
+        let _ = pump(&mut relay, &mut up, Side::Upstream, now);
+        let _ = pump(&mut relay, &mut down, Side::Downstream, now);
+        while let Some(ev) = relay.poll_event() {
+            if !matches!(ev, Event::Decide(_)) {
+                self.on_relay_event(&mut relay, ev).await;
+            }
+        }
+        let unfinished: Vec<(ChannelId, ChannelInfo)> = self.channels.drain().collect();
+        for (channel, info) in unfinished {
+            if let Some(kind) = info.kind {
+                let ev = self
+                    .base_event("ssh_channel_closed")
+                    .uint("channel", u64::from(channel.0))
+                    .str("channel_kind", kind)
+                    .opt_str("command", info.command)
+                    .opt_str("rule", info.rule)
+                    .bool("pty", info.pty)
+                    .bool("cut_by_session_end", true)
+                    .opt_str("exit_signal", info.exit_signal);
+                let ev = match info.exit_status {
+                    Some(s) => ev.uint("exit_status", u64::from(s)),
+                    None => ev,
+                };
+                let _ = self.gw.audit.record(ev).await;
+            }
+        }
         let description = if ending.starts_with("closed by the gateway") {
             format!("portcullis: {ending}")
         } else {
@@ -320,7 +349,7 @@ impl Session {
                         let ev = self
                             .base_event("ssh_channel_closed")
                             .uint("channel", u64::from(channel.0))
-                            .str("kind", kind)
+                            .str("channel_kind", kind)
                             .opt_str("command", info.command)
                             .opt_str("rule", info.rule)
                             .bool("pty", info.pty)
