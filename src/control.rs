@@ -851,6 +851,7 @@ mod tests {
                 default: Action::Block,
                 read_only: false,
                 read_only_for: vec![],
+                ssh: None,
             }],
             rules: vec![],
             masks: vec![],

@@ -15,4 +15,5 @@ pub mod net;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod ssh_gateway;
 pub mod store;

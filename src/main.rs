@@ -31,6 +31,17 @@ enum Command {
     Audit(AuditCmd),
     Approvals(ApprovalsCmd),
     Mask(MaskCmd),
+    SshHostKey(SshHostKeyCmd),
+}
+
+#[derive(FromArgs)]
+/// Print the gateway's SSH host key (creating it if the gateway never started) and its SHA256
+/// fingerprint, for clients' known_hosts.
+#[argh(subcommand, name = "ssh-host-key")]
+struct SshHostKeyCmd {
+    /// policy file
+    #[argh(option, short = 'c')]
+    config: PathBuf,
 }
 
 #[derive(FromArgs)]
@@ -333,6 +344,7 @@ fn main() -> ExitCode {
         Command::Mask(m) => match m.command {
             MaskSub::Test(t) => mask_test(t),
         },
+        Command::SshHostKey(c) => ssh_host_key(&c.config),
         Command::Audit(a) => match a.command {
             AuditSub::Export(c) => audit_export(&c.config, c.since),
             AuditSub::Verify(c) => audit_verify(&c.config),
@@ -345,6 +357,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints `ssh-ed25519 AAAA...` on stdout (a known_hosts line needs the host in front: the
+/// fingerprint and an example go to stderr).
+fn ssh_host_key(path: &Path) -> Result<(), String> {
+    let policy = load(path)?;
+    let key = portcullis::ssh_gateway::host_key::HostKey::load_or_create(
+        &policy.gateway.data_dir,
+        &ring::rand::SystemRandom::new(),
+    )?;
+    println!("{}", key.openssh_line());
+    println!("{}", key.fingerprint());
+    if let Some(t) = policy.targets.iter().find(|t| t.ssh.is_some()) {
+        eprintln!(
+            "portcullis: known_hosts line for target {}: [{}]:{} {}",
+            t.name,
+            t.listen.ip(),
+            t.listen.port(),
+            key.openssh_line()
+        );
+    }
+    Ok(())
 }
 
 fn load(path: &Path) -> Result<Policy, String> {

@@ -130,6 +130,8 @@ pub struct Gateway {
     pub catalog: crate::proto::pg::catalog::Catalog,
     /// The threads that relay PostgreSQL sessions once they are authenticated.
     pub pg_workers: crate::proto::pg::proxy::Workers,
+    /// The SSH gateway's host key (`data_dir/ssh_host_ed25519_key`, created at first start).
+    pub ssh_host_key: Option<Arc<crate::ssh_gateway::host_key::HostKey>>,
     mask_key: [u8; 32],
 }
 
@@ -252,6 +254,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let mask_key = store.derive_key(b"mask-hash").map_err(|e| e.to_string())?;
     let loaded = Loaded::build(policy, mask_key)?;
     let tokens = Arc::new(Tokens::new(store.clone()).map_err(|e| e.to_string())?);
+    let ssh_host_key =
+        crate::ssh_gateway::host_key::HostKey::load_or_create(&data_dir, &SystemRandom::new())?;
     let (audit, writer) = audit::start(store.clone(), flush).map_err(|e| e.to_string())?;
     // Requests still pending from a previous run lost their connection: they become abandoned.
     let broker = Arc::new(
@@ -278,6 +282,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         notifier,
         catalog: Default::default(),
         pg_workers,
+        ssh_host_key: Some(Arc::new(ssh_host_key)),
         mask_key,
     });
 
@@ -471,10 +476,25 @@ async fn bind_listeners(
                 match listener.accept().await {
                     Ok((tcp, peer)) => {
                         let gw3 = gw2.clone();
-                        ex2.spawn(crate::proto::pg::proxy::handle_connection(
-                            gw3, tcp, peer, addr,
-                        ))
-                        .detach();
+                        // The target at this address decides the protocol (a reload may have
+                        // changed it).
+                        let kind = gw3
+                            .loaded()
+                            .policy
+                            .targets
+                            .iter()
+                            .find(|t| t.listen == addr)
+                            .map(|t| t.kind);
+                        match kind {
+                            Some(crate::config::TargetKind::Ssh) => ex2
+                                .spawn(crate::ssh_gateway::handle_connection(gw3, tcp, peer, addr))
+                                .detach(),
+                            _ => ex2
+                                .spawn(crate::proto::pg::proxy::handle_connection(
+                                    gw3, tcp, peer, addr,
+                                ))
+                                .detach(),
+                        }
                     }
                     Err(e) => {
                         log(&format!("accept on {addr}: {e}"));

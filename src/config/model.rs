@@ -122,8 +122,9 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// For services: the longest token lifetime.
     pub max_ttl: Option<Duration>,
-    /// OpenSSH public keys (for the SSH gateway, later).
-    pub ssh_keys: Vec<String>,
+    /// OpenSSH public keys that authenticate this identity to SSH targets (validated; no key is
+    /// listed by two identities).
+    pub ssh_keys: Vec<crate::proto::ssh::keys::PublicKey>,
 }
 
 impl Identity {
@@ -135,6 +136,68 @@ impl Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
     Postgres,
+    Ssh,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Postgres => "postgres",
+            TargetKind::Ssh => "ssh",
+        }
+    }
+}
+
+/// `sftp = "allow" | "read-only" | "deny"` on an SSH target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SftpAccess {
+    Allow,
+    /// Requests that could change files are answered with SSH_FX_PERMISSION_DENIED by the gateway.
+    ReadOnly,
+    Deny,
+}
+
+impl SftpAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SftpAccess::Allow => "allow",
+            SftpAccess::ReadOnly => "read-only",
+            SftpAccess::Deny => "deny",
+        }
+    }
+}
+
+/// How the gateway logs in to an SSH target (the identity of the client never reaches it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshUpstreamAuth {
+    /// `key_file`: an unencrypted OpenSSH private key, mode 0600, read at connect time.
+    KeyFile(PathBuf),
+    /// `password_file` / `password_env`.
+    Password(SecretSource),
+}
+
+/// The settings only an SSH target has (`kind = "ssh"`).
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub auth: SshUpstreamAuth,
+    /// The upstream's `ssh-ed25519` host key, pinned: any other key is refused.
+    pub host_key: [u8; 32],
+    /// Interactive shells: allowed for everyone (`shell = "allow"`, default) or only for
+    /// `shell_for` (`shell = "deny"`: exec only).
+    pub shell: bool,
+    pub shell_for: Vec<Who>,
+    pub sftp: SftpAccess,
+    /// Port, agent, X11 and streamlocal forwarding (default false).
+    pub forwarding: bool,
+    /// Keep the client's keystrokes in recordings (default false: they may hold passwords).
+    pub record_input: bool,
+}
+
+impl SshTarget {
+    /// Whether `identity` may open an interactive shell.
+    pub fn shell_allowed(&self, identity: &Identity) -> bool {
+        self.shell || self.shell_for.iter().any(|w| w.matches(identity))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +249,9 @@ pub struct Target {
     pub read_only: bool,
     /// Sessions of these identities/roles are read-only on the server.
     pub read_only_for: Vec<Who>,
+    /// `kind = "ssh"`: the SSH settings (then `database` is empty and the TLS and `client_auth`
+    /// fields keep their defaults, unused). `None` for PostgreSQL targets.
+    pub ssh: Option<SshTarget>,
 }
 
 /// How a client presents its token.
@@ -260,9 +326,36 @@ pub struct Rule {
     pub timeout: Duration,
     /// For `approve`: how many distinct approvers must say yes (1..=10, default 1).
     pub approvals: u32,
+    /// SSH: regexes over each simple command's normalized form; empty = any command.
+    pub commands: Vec<(String, regex_automata::meta::Regex)>,
+    /// SSH: program basenames (`systemctl`); empty = any program.
+    pub programs: Vec<String>,
+    /// SSH: the rule matches only commands carrying one of these flags (the `flags` key accepts
+    /// SQL and command flag names; each applies to its own kind of target).
+    pub command_flags: crate::policy::command::CommandFlags,
+    /// SSH: `flags = ["unknown"]`: the rule decides command lines the classifier did not
+    /// understand (otherwise they are blocked).
+    pub command_unknown: bool,
     /// For `approve`: after an approval, the same statement (same text) by the same identity on the
     /// same target runs without asking again for this long. `None` = every run asks.
     pub grant: Option<Duration>,
+}
+
+impl Rule {
+    /// Whether the rule has conditions only SQL statements can meet (`sql`, `tables`, SQL flags).
+    pub fn is_sql_only(&self) -> bool {
+        !self.sql.is_empty()
+            || !self.tables.is_empty()
+            || self.flags != crate::policy::kinds::Flags::empty()
+    }
+
+    /// Whether the rule has conditions only SSH commands can meet.
+    pub fn is_ssh_only(&self) -> bool {
+        !self.commands.is_empty()
+            || !self.programs.is_empty()
+            || !self.command_flags.is_empty()
+            || self.command_unknown
+    }
 }
 
 /// `[[mask]]`: hide sensitive values in answers. Validated so that

@@ -88,6 +88,14 @@ pub(crate) struct RawTarget {
     pub read_only: Option<Spanned<bool>>,
     #[serde(default)]
     pub read_only_for: Vec<Spanned<String>>,
+    // kind = "ssh"
+    pub key_file: Option<Spanned<String>>,
+    pub host_key: Option<Spanned<String>>,
+    pub shell: Option<Spanned<String>>,
+    pub shell_for: Option<SpannedList>,
+    pub sftp: Option<Spanned<String>>,
+    pub forwarding: Option<Spanned<String>>,
+    pub record_input: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +120,10 @@ pub(crate) struct RawRule {
     pub flags: Vec<Spanned<String>>,
     #[serde(rename = "match")]
     pub pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    pub commands: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub programs: Vec<Spanned<String>>,
     pub action: Option<Spanned<String>>,
     pub message: Option<Spanned<String>>,
     pub approvers: Option<SpannedList>,

@@ -4,6 +4,9 @@ use super::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[path = "tests_ssh.rs"]
+mod ssh;
+
 /// Two lines; snippets appended after it start at line 3.
 const GW: &str = "[gateway]\ndata_dir = \"/tmp/portcullis-test\"\n";
 
@@ -703,7 +706,12 @@ fn rejects_bad_default_and_read_only_for() {
 
 #[test]
 fn rejects_unsupported_target_kind() {
-    one_problem(&target("kind = \"ssh\"\n"), 9, 8, "use \"postgres\"");
+    one_problem(
+        &target("kind = \"mysql\"\n"),
+        9,
+        8,
+        "use \"postgres\" or \"ssh\"",
+    );
 }
 
 // --- rules ---

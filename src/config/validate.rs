@@ -16,6 +16,9 @@ use super::raw::*;
 use super::{LineIndex, Problem, MAX_PROBLEMS};
 use crate::policy::kinds::{Flags, StmtKind};
 
+#[path = "validate_ssh.rs"]
+mod ssh;
+
 /// PostgreSQL truncates identifiers (user and database names) to 63 bytes; identity and target
 /// names are used as those.
 const MAX_NAME_LEN: usize = 63;
@@ -613,6 +616,7 @@ fn identities(cx: &mut Ctx<'_>, raw: &[Spanned<RawIdentity>], gateway: &Gateway)
         .filter_map(|i| i.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
         .collect();
     let mut out = Vec::with_capacity(raw.len());
+    let mut key_owners = std::collections::HashMap::new();
     for spanned in raw {
         let table = spanned.span();
         let r = spanned.get_ref();
@@ -717,7 +721,7 @@ fn identities(cx: &mut Ctx<'_>, raw: &[Spanned<RawIdentity>], gateway: &Gateway)
             owner,
             roles,
             max_ttl: max_ttl.map(|(_, d)| d),
-            ssh_keys: r.ssh_keys.iter().map(|k| k.get_ref().clone()).collect(),
+            ssh_keys: ssh::identity_keys(cx, name.get_ref(), &r.ssh_keys, &mut key_owners),
         });
     }
     out
@@ -787,17 +791,17 @@ fn targets(
         cx.unique(&mut seen, name, "target");
         let what = format!("target {:?}", name.get_ref());
 
-        if let Some(k) = &r.kind {
-            if k.get_ref() != "postgres" {
+        let kind = match r.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            None | Some((_, "postgres")) => TargetKind::Postgres,
+            Some((_, "ssh")) => TargetKind::Ssh,
+            Some((k, other)) => {
                 cx.err(
                     k.span(),
-                    format!(
-                        "target kind {:?} is not supported; use \"postgres\"",
-                        k.get_ref()
-                    ),
+                    format!("target kind {other:?} is not supported; use \"postgres\" or \"ssh\""),
                 );
+                continue;
             }
-        }
+        };
 
         let mut listen = None;
         if let Some(v) = cx.required(
@@ -865,6 +869,41 @@ fn targets(
             }
             Some(v.get_ref().clone())
         };
+        let default = r
+            .default
+            .as_ref()
+            .and_then(|v| cx.action(v, "default"))
+            .unwrap_or(Action::Block);
+        if kind == TargetKind::Ssh {
+            let user = non_empty(cx, &r.user, "user");
+            let settings = ssh::ssh_target(cx, r, table.clone(), &what, identities);
+            let (Some(listen), Some((upstream_host, upstream_port)), Some(user), Some(settings)) =
+                (listen, upstream, user, settings)
+            else {
+                continue;
+            };
+            out.push(Target {
+                name: name.get_ref().clone(),
+                kind,
+                listen,
+                upstream_host,
+                upstream_port,
+                database: String::new(),
+                user,
+                secret: SecretSource::None,
+                upstream_tls: UpstreamTls::Disable,
+                upstream_ca: None,
+                tls: None,
+                require_tls: false,
+                client_auth: ClientAuth::Scram,
+                default,
+                read_only: false,
+                read_only_for: Vec::new(),
+                ssh: Some(settings),
+            });
+            continue;
+        }
+        ssh::refuse_ssh_keys(cx, r);
         let database = non_empty(cx, &r.database, "database");
         let user = non_empty(cx, &r.user, "user");
 
@@ -975,11 +1014,6 @@ fn targets(
                 }
             },
         };
-        let default = r
-            .default
-            .as_ref()
-            .and_then(|v| cx.action(v, "default"))
-            .unwrap_or(Action::Block);
         let read_only_for = cx.who_list(&r.read_only_for, identities, "read_only_for");
 
         let (
@@ -1009,6 +1043,7 @@ fn targets(
             default,
             read_only: r.read_only.as_ref().is_some_and(|v| *v.get_ref()),
             read_only_for,
+            ssh: None,
         });
     }
     out
@@ -1120,19 +1155,23 @@ fn rules(
         for v in &r.flags {
             match Flags::from_name(v.get_ref()) {
                 Some(f) => flags.insert(f),
+                None if ssh::is_command_flag(v.get_ref()) => {}
                 None => {
                     let valid: Vec<&str> = Flags::NAMES.iter().map(|(n, _)| *n).collect();
+                    let commands: Vec<&str> = ssh::command_flag_names().collect();
                     cx.err(
                         v.span(),
                         format!(
-                            "unknown flag {:?} in `flags`; valid flags: {}",
+                            "unknown flag {:?} in `flags`; valid flags: {} (SQL), {} (SSH commands)",
                             v.get_ref(),
-                            valid.join(", ")
+                            valid.join(", "),
+                            commands.join(", ")
                         ),
                     );
                 }
             }
         }
+        let ssh_parts = ssh::rule_parts(cx, r);
 
         let mut tables = Vec::with_capacity(r.tables.len());
         for v in &r.tables {
@@ -1237,6 +1276,17 @@ fn rules(
         };
 
         let Some(action) = action else { continue };
+        let sql_only = !sql.is_empty() || !tables.is_empty() || flags != Flags::empty();
+        let ssh_only = !r.commands.is_empty()
+            || !r.programs.is_empty()
+            || !ssh_parts.command_flags.is_empty()
+            || ssh_parts.command_unknown;
+        if sql_only && ssh_only {
+            cx.err(
+                table.clone(),
+                format!("{what} mixes SQL conditions (`sql`, `tables`, SQL flags) with SSH ones (`commands`, `programs`, command flags), so it could never match; split it into two rules"),
+            );
+        }
         out.push(Rule {
             name: name.get_ref().clone(),
             targets: r.targets.iter().map(|t| t.get_ref().clone()).collect(),
@@ -1245,6 +1295,10 @@ fn rules(
             tables,
             flags,
             pattern,
+            commands: ssh_parts.commands,
+            programs: ssh_parts.programs,
+            command_flags: ssh_parts.command_flags,
+            command_unknown: ssh_parts.command_unknown,
             action,
             message: r.message.as_ref().map(|m| m.get_ref().clone()),
             approvers,

@@ -19,7 +19,9 @@
 //!   - its `flags` is empty or the statement carries one of them;
 //!   - its `tables` is empty, or: for an allow rule, the statement names at least one table and every
 //!     one matches some glob; for approve/block rules, some table matches some glob;
-//!   - its `match` regex is absent or finds a match in the statement text.
+//!   - its `match` regex is absent or finds a match in the statement text;
+//!   - it has no SSH-only condition (`commands`, `programs`, command flags), which no statement
+//!     can meet.
 //!
 //!   The most restrictive applicable rule decides; among equals, the first in the file. If no rule
 //!   applies, the target's `default` decides.
@@ -90,6 +92,10 @@ pub fn decide(
     let mut unknown_named = false;
     for rule in &policy.rules {
         if !rule_targets(rule, target) || !rule.who.iter().any(|w| w.matches(identity)) {
+            continue;
+        }
+        // `commands`, `programs` and command flags are conditions no SQL statement meets.
+        if rule.is_ssh_only() {
             continue;
         }
         if !kinds.iter().any(|k| sql_matches(rule, k)) {

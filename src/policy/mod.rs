@@ -3,5 +3,6 @@ pub mod command;
 pub mod engine;
 pub mod kinds;
 pub mod sql;
+pub mod ssh;
 
 pub use engine::{decide, session_read_only, Decision};

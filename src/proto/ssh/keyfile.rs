@@ -193,6 +193,15 @@ impl PrivateKey {
         &self.comment
     }
 
+    /// The ring key pair of an `ssh-ed25519` key (what [`super::transport::Role::Server`] takes
+    /// as the host key); None for other key types.
+    pub fn into_ed25519_pair(self) -> Option<Ed25519KeyPair> {
+        match self.pair {
+            KeyPairKind::Ed25519(pair) => Some(pair),
+            _ => None,
+        }
+    }
+
     /// The algorithm to sign with when the peer states no preference: `ssh-ed25519`,
     /// `ecdsa-sha2-nistp256`, or `rsa-sha2-512` for RSA keys.
     pub fn default_algorithm(&self) -> SignatureAlgorithm {

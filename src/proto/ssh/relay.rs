@@ -534,6 +534,27 @@ impl Relay {
         }
     }
 
+    /// Queues the gateway's own text for the client's stderr on `channel` (a notice such as
+    /// "held for approval" while a request waits for its decision). It goes after what is already
+    /// queued toward the client, is not counted against upstream's window, and is dropped once
+    /// the client's side of the channel is closed or at EOF. Returns false when the channel is
+    /// not open.
+    pub fn send_client_stderr(&mut self, channel: ChannelId, text: &[u8]) -> bool {
+        match self.channels.get_mut(&channel.0) {
+            Some(Slot::Open(ch)) => ch
+                .push(
+                    Side::Downstream,
+                    Item::Data {
+                        ext: Some(EXTENDED_DATA_STDERR),
+                        bytes: text.iter().copied().collect(),
+                        relayed: false,
+                    },
+                )
+                .is_ok(),
+            _ => false,
+        }
+    }
+
     /// Queues a `keepalive@openssh.com` global request with want-reply to `to`; its answer is
     /// reported as [`Event::PeerAlive`] and not forwarded.
     pub fn send_keepalive(&mut self, to: Side) {

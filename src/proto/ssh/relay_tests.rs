@@ -562,6 +562,35 @@ fn hold_then_allow_forwards_request_then_buffered_data_in_order() {
 }
 
 #[test]
+fn client_stderr_notice_reaches_the_client_while_the_request_is_held() {
+    let mut h = Harness::new();
+    let id = h.open_session(4, 300);
+    let d = h.exec(id, b"systemctl restart app");
+    assert!(h
+        .relay
+        .send_client_stderr(ChannelId(id), b"held for approval\n"));
+    assert_eq!(
+        h.take(DOWN),
+        vec![Got::Stderr(4, b"held for approval\n".to_vec())]
+    );
+    assert_eq!(
+        h.take(UP),
+        vec![],
+        "the notice and the held exec stay off the target"
+    );
+    h.relay.decide(d.ticket(), Verdict::Allow).unwrap();
+    let up = h.take(UP);
+    assert!(
+        matches!(&up[..], [Got::Request { name, .. }] if name == "exec"),
+        "{up:?}"
+    );
+    assert!(
+        !h.relay.send_client_stderr(ChannelId(id + 1), b"x"),
+        "no such channel"
+    );
+}
+
+#[test]
 fn held_data_is_bounded_by_the_advertised_window() {
     let mut h = Harness::new();
     let id = h.open_session(0, 300);

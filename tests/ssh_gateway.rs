@@ -1,0 +1,714 @@
+//! The SSH gateway end to end: a real OpenSSH sshd as the target (started here, as root, with
+//! its own host key and an authorized_keys holding only the gateway's upstream key), the
+//! `portcullis` binary, and real `ssh`, `scp`, `sftp` and `rsync` as clients. Nothing is mocked.
+//!
+//! Requirements: root (sshd needs it for ptys and to switch to the login user), Debian packages
+//! `openssh-server`, `openssh-client`, `openssh-sftp-server`, `rsync`. Tests skip (with a note)
+//! when `/usr/sbin/sshd` is missing.
+// Helpers here are test code too: a failed unwrap is a failed test (clippy.toml allows unwrap
+// only inside #[test] functions).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    describe, free_port, gateway_exe, run_with_timeout, stderr, stdout, unique_temp_dir,
+    wait_for_port, Gateway, COMMAND_TIMEOUT,
+};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn have_sshd() -> bool {
+    if Path::new(SSHD).exists() && common::running_as_root() {
+        return true;
+    }
+    eprintln!("skipping: needs root and {SSHD} (Debian openssh-server)");
+    false
+}
+
+fn keygen(path: &Path, comment: &str) -> String {
+    let out = run_with_timeout(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "ssh-keygen: {}", describe(&out));
+    fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A throwaway sshd on 127.0.0.1 that accepts only `authorized` for every user.
+struct Sshd {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+    /// `ssh-ed25519 AAAA...` (no comment): what a target's `host_key` pins.
+    host_key: String,
+}
+
+impl Sshd {
+    fn start(authorized: &str) -> Sshd {
+        let dir = unique_temp_dir("sshd");
+        fs::create_dir_all("/run/sshd").unwrap();
+        let host_key_line = keygen(&dir.join("host_key"), "target-host");
+        let host_key = host_key_line
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        fs::write(dir.join("authorized_keys"), format!("{authorized}\n")).unwrap();
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PidFile {d}/sshd.pid\nSubsystem sftp internal-sftp\nAllowTcpForwarding yes\nPermitRootLogin yes\n",
+            d = dir.display()
+        );
+        fs::write(dir.join("sshd_config"), config).unwrap();
+        let log = fs::File::create(dir.join("sshd.log")).unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning sshd");
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "sshd did not listen: {}",
+            fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        );
+        Sshd {
+            dir,
+            port,
+            child,
+            host_key,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// sshd + gateway + a client key registered for identity "alice".
+struct Rig {
+    sshd: Sshd,
+    gw: Gateway,
+    /// The gateway's SSH port for target "web".
+    port: u16,
+    /// alice's private key file.
+    alice_key: PathBuf,
+    /// Scratch space for the test (marker files, transfer trees).
+    work: PathBuf,
+}
+
+const RULES: &str = r#"
+[[rule]]
+name = "tools"
+who = ["*"]
+programs = ["echo", "cat", "id", "sh", "true", "false", "printf", "sha256sum", "rsync", "exit", "sleep", "ls"]
+action = "allow"
+[[rule]]
+name = "restart"
+who = ["alice"]
+commands = ['^echo restarted$']
+action = "approve"
+approvers = ["bob"]
+"#;
+
+impl Rig {
+    /// `target_extra` is appended to the [[target]] "web" table (`host_key` already set unless
+    /// `host_key` overrides it).
+    fn start(target_extra: &str, host_key: Option<&str>) -> Rig {
+        let work = unique_temp_dir("sshgw-work");
+        let alice_key = work.join("alice");
+        let alice_pub = keygen(&alice_key, "alice@laptop");
+        let up_dir = unique_temp_dir("sshgw-upkey");
+        let up_pub = keygen(&up_dir.join("up"), "gateway");
+        let up_private = fs::read(up_dir.join("up")).unwrap();
+        let _ = fs::remove_dir_all(&up_dir);
+        let sshd = Sshd::start(&up_pub);
+        let port = free_port();
+        let http = free_port();
+        let host_key = host_key.map_or_else(|| sshd.host_key.clone(), str::to_owned);
+        let policy = format!(
+            r#"[gateway]
+data_dir = "data"
+http = {{ listen = "127.0.0.1:{http}" }}
+[[identity]]
+name = "alice"
+ssh_keys = ["{alice_pub}"]
+[[identity]]
+name = "bob"
+[[target]]
+name = "web"
+kind = "ssh"
+listen = "127.0.0.1:{port}"
+upstream = "127.0.0.1:{sshd_port}"
+user = "root"
+key_file = "up.key"
+host_key = "{host_key}"
+default = "block"
+{target_extra}
+{RULES}"#,
+            sshd_port = sshd.port
+        );
+        let gw = Gateway::builder(&policy)
+            .secret("up.key", up_private)
+            .start();
+        Rig {
+            sshd,
+            gw,
+            port,
+            alice_key,
+            work,
+        }
+    }
+
+    fn ssh_base(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            "-p",
+            &self.port.to_string(),
+        ]);
+        cmd
+    }
+
+    /// `ssh -i alice web@gateway COMMAND`.
+    fn ssh(&self, command: &str) -> Output {
+        let mut cmd = self.ssh_base();
+        cmd.args(["-o", "BatchMode=yes", "-i"])
+            .arg(&self.alice_key)
+            .args(["web@127.0.0.1", command]);
+        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+    }
+
+    /// `ssh` with a token as the password (SSH_ASKPASS, no tty) and no key.
+    fn ssh_with_token(&self, token: &str, command: &str) -> Output {
+        let askpass = self.work.join(format!("askpass-{}", common::random_hex(1)));
+        fs::write(&askpass, format!("#!/bin/sh\necho '{token}'\n")).unwrap();
+        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).unwrap();
+        let mut cmd = self.ssh_base();
+        cmd.args([
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "web@127.0.0.1",
+            command,
+        ])
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0");
+        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+    }
+
+    fn audit(&self) -> String {
+        stdout(&self.gw.cli(&["audit", "export"]))
+    }
+
+    /// The audit log once it contains every one of `needles` (bounded wait: events that are not
+    /// made durable at once reach the store within the flush interval).
+    fn wait_audit(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let audit = self.audit();
+            if needles.iter().all(|n| audit.contains(n)) {
+                return audit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "audit lacks one of {needles:?}:\n{audit}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The `-e` command rsync/scp use to reach the gateway as alice.
+    fn ssh_e(&self) -> String {
+        format!(
+            "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -i {} -p {}",
+            self.alice_key.display(),
+            self.port
+        )
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.work);
+    }
+}
+
+#[test]
+fn exec_relays_stdout_stderr_and_exit_status() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let out = rig.ssh("echo out-$((6*7)); echo err-line >&2; exit 3");
+    // `$((…))` makes the command dynamic: blocked before anything runs.
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let out = rig.ssh("echo out; echo err-line >&2; sh -c 'exit 3'");
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert!(stderr(&out).contains("err-line"), "{}", describe(&out));
+    let out = rig.ssh("id -un");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "root\n", "runs as the target's user");
+    rig.wait_audit(&[
+        "\"kind\":\"session_opened\"",
+        "\"method\":\"publickey\"",
+        "\"kind\":\"ssh_exec\"",
+        "\"kind\":\"ssh_channel_closed\"",
+        "\"exit_status\":3",
+        "\"bytes_out\":13",
+        "\"channel_kind\":\"exec\"",
+        "\"kind\":\"session_closed\"",
+    ]);
+}
+
+#[test]
+fn blocked_command_gets_a_message_and_never_runs_upstream() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let marker = rig.work.join("marker");
+    let out = rig.ssh(&format!("echo hi; touch {}", marker.display()));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        stdout(&out),
+        "",
+        "nothing of the line ran: {}",
+        describe(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "portcullis: no rule allows 'touch {}'",
+            marker.display()
+        )),
+        "{}",
+        describe(&out)
+    );
+    assert!(!marker.exists(), "the blocked command ran upstream");
+    rig.wait_audit(&["\"decision\":\"block\""]);
+}
+
+#[test]
+fn wrong_pinned_host_key_is_refused() {
+    if !have_sshd() {
+        return;
+    }
+    let other = unique_temp_dir("otherkey");
+    let wrong = keygen(&other.join("k"), "other");
+    let wrong: String = wrong
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rig = Rig::start("", Some(&wrong));
+    let _ = fs::remove_dir_all(&other);
+    let marker = rig.work.join("marker");
+    let out = rig.ssh(&format!("sh -c 'echo x > {}'", marker.display()));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("could not connect to target"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!marker.exists());
+    let log = rig.gw.log();
+    assert!(log.contains("host key is not the pinned"), "{log}");
+}
+
+#[test]
+fn token_logs_in_as_its_identity_and_only_for_its_target() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let token = rig.gw.token("alice", "web", &[]);
+    let out = rig.ssh_with_token(&token, "echo via-token");
+    assert!(out.status.success(), "{}\n{}", describe(&out), rig.gw.log());
+    assert_eq!(stdout(&out), "via-token\n");
+    let out = rig.ssh_with_token(
+        "pct_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "echo nope",
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!stdout(&out).contains("nope"));
+    let audit = rig.audit();
+    assert!(
+        audit.contains("\"method\":\"password\"")
+            || audit.contains("\"method\":\"keyboard-interactive\""),
+        "{audit}"
+    );
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let stranger = rig.work.join("stranger");
+    keygen(&stranger, "stranger");
+    let mut cmd = rig.ssh_base();
+    cmd.args(["-o", "BatchMode=yes", "-i"])
+        .arg(&stranger)
+        .args(["web@127.0.0.1", "echo in"]);
+    let out = run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT);
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        describe(&out)
+    );
+    // The right key, the wrong user name (the user names the target).
+    let mut cmd = rig.ssh_base();
+    cmd.args(["-o", "BatchMode=yes", "-i"])
+        .arg(&rig.alice_key)
+        .args(["db@127.0.0.1", "echo in"]);
+    let out = run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT);
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+}
+
+#[test]
+fn interactive_shell_through_a_pty() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let mut cmd = rig.ssh_base();
+    cmd.args(["-tt", "-o", "BatchMode=yes", "-i"])
+        .arg(&rig.alice_key)
+        .arg("web@127.0.0.1");
+    let script = b"echo shell-$((20+22)); tty; exit 5\n";
+    let out = run_with_timeout(&mut cmd, Some(script), COMMAND_TIMEOUT);
+    let text = stdout(&out);
+    assert!(text.contains("shell-42"), "{}", describe(&out));
+    assert!(
+        text.contains("/dev/pts/"),
+        "a pty was allocated: {}",
+        describe(&out)
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+}
+
+#[test]
+fn shell_deny_refuses_shells_but_not_allowed_commands() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("shell = \"deny\"", None);
+    let mut cmd = rig.ssh_base();
+    cmd.args(["-tt", "-o", "BatchMode=yes", "-i"])
+        .arg(&rig.alice_key)
+        .arg("web@127.0.0.1");
+    let out = run_with_timeout(
+        &mut cmd,
+        Some(b"echo should-not-run\nexit\n"),
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("interactive shells are not allowed"), "{all}");
+    assert!(
+        !stdout(&out).contains("should-not-run\r\nshould-not-run"),
+        "{all}"
+    );
+    assert!(rig.ssh("true").status.success());
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run_with_timeout(Command::new("sha256sum").arg(path), None, COMMAND_TIMEOUT);
+    stdout(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn random_file(path: &Path, len: usize) {
+    let mut f = fs::File::open("/dev/urandom").unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf).unwrap();
+    fs::write(path, buf).unwrap();
+}
+
+#[test]
+fn scp_and_sftp_both_ways() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let src = rig.work.join("up.bin");
+    random_file(&src, 3 * 1024 * 1024 + 17);
+    let remote = rig.work.join("remote.bin");
+    let back = rig.work.join("back.bin");
+    let scp = |from: &str, to: &str| {
+        let mut cmd = Command::new("scp");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&rig.alice_key)
+        .args(["-P", &rig.port.to_string(), from, to]);
+        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+    };
+    let out = scp(
+        &src.display().to_string(),
+        &format!("web@127.0.0.1:{}", remote.display()),
+    );
+    assert!(out.status.success(), "scp up: {}", describe(&out));
+    let out = scp(
+        &format!("web@127.0.0.1:{}", remote.display()),
+        &back.display().to_string(),
+    );
+    assert!(out.status.success(), "scp down: {}", describe(&out));
+    assert_eq!(sha256(&src), sha256(&remote));
+    assert_eq!(sha256(&src), sha256(&back));
+
+    let via_sftp = rig.work.join("via-sftp.bin");
+    let batch = format!(
+        "put {} {}\nget {} {}\n",
+        src.display(),
+        via_sftp.display(),
+        via_sftp.display(),
+        rig.work.join("via-sftp-back.bin").display()
+    );
+    let mut cmd = Command::new("sftp");
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
+        "-i",
+    ])
+    .arg(&rig.alice_key)
+    .args(["-P", &rig.port.to_string(), "-b", "-", "web@127.0.0.1"]);
+    let out = run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT);
+    assert!(out.status.success(), "sftp: {}", describe(&out));
+    assert_eq!(sha256(&src), sha256(&rig.work.join("via-sftp-back.bin")));
+    let audit = rig.audit();
+    assert!(audit.contains("\"kind\":\"ssh_sftp\""), "{audit}");
+    assert!(
+        audit.contains(&format!("\"path\":\"{}\"", remote.display())),
+        "{audit}"
+    );
+}
+
+#[test]
+fn sftp_deny_and_read_only_refuse_uploads() {
+    if !have_sshd() {
+        return;
+    }
+    for mode in ["deny", "read-only"] {
+        let rig = Rig::start(&format!("sftp = \"{mode}\""), None);
+        let src = rig.work.join("f");
+        fs::write(&src, "data").unwrap();
+        let dest = rig.work.join("put-target");
+        let mut cmd = Command::new("sftp");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&rig.alice_key)
+        .args(["-P", &rig.port.to_string(), "-b", "-", "web@127.0.0.1"]);
+        let batch = format!("put {} {}\n", src.display(), dest.display());
+        let out = run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT);
+        assert!(!out.status.success(), "{mode}: {}", describe(&out));
+        assert!(!dest.exists(), "{mode}: the upload happened");
+    }
+}
+
+#[test]
+fn rsync_of_a_tree_arrives_intact() {
+    if !have_sshd() || Command::new("rsync").arg("--version").output().is_err() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let tree = rig.work.join("tree");
+    fs::create_dir_all(tree.join("a/b")).unwrap();
+    for (i, p) in ["x", "a/y", "a/b/z", "a/b/w"].iter().enumerate() {
+        random_file(&tree.join(p), 1000 * (i + 1) * (i + 1) + 5);
+    }
+    let dest = rig.work.join("copy");
+    let mut cmd = Command::new("rsync");
+    cmd.args(["-a", "-e", &rig.ssh_e()])
+        .arg(format!("{}/", tree.display()))
+        .arg(format!("web@127.0.0.1:{}/", dest.display()));
+    let out = run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "rsync: {}\n{}",
+        describe(&out),
+        rig.gw.log()
+    );
+    for p in ["x", "a/y", "a/b/z", "a/b/w"] {
+        assert_eq!(sha256(&tree.join(p)), sha256(&dest.join(p)), "{p}");
+    }
+}
+
+#[test]
+fn local_forwarding_is_refused() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let local = free_port();
+    let mut cmd = rig.ssh_base();
+    cmd.args(["-N", "-o", "BatchMode=yes", "-o", "LogLevel=INFO", "-i"])
+        .arg(&rig.alice_key)
+        .args([
+            "-L",
+            &format!("127.0.0.1:{local}:127.0.0.1:{}", rig.sshd.port),
+            "web@127.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    assert!(
+        wait_for_port(local, Duration::from_secs(10)),
+        "ssh -L did not listen"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", local)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    // Allowed, this would read sshd's "SSH-2.0-OpenSSH..." banner.
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "got {:?}", String::from_utf8_lossy(&buf[..n]));
+    let _ = child.kill();
+    let _ = child.wait();
+    rig.wait_audit(&["\"kind\":\"ssh_refused\"", "\"name\":\"direct-tcpip\""]);
+}
+
+#[test]
+fn approved_command_runs_after_approval() {
+    if !have_sshd() {
+        return;
+    }
+    let rig = Rig::start("", None);
+    let approver = rig.gw.token("bob", "", &["--scope", "approve"]);
+    let mut cmd = rig.ssh_base();
+    cmd.args(["-o", "BatchMode=yes", "-i"])
+        .arg(&rig.alice_key)
+        .args(["web@127.0.0.1", "echo restarted"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no held notice; log:\n{}", rig.gw.log()));
+        if let Some(rest) = line.split("(request ").nth(1) {
+            assert!(
+                line.starts_with("portcullis: command held for approval"),
+                "{line}"
+            );
+            break rest.split(',').next().unwrap().to_string();
+        }
+    };
+    let http = rig
+        .gw
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("portcullis: approvals endpoint on ")
+                .map(str::to_owned)
+        })
+        .expect("http endpoint in log");
+    let mut approve = Command::new(gateway_exe());
+    approve
+        .args(["approvals", "--url", http.trim(), "approve", &id])
+        .env("PORTCULLIS_TOKEN", &approver);
+    let out = run_with_timeout(&mut approve, None, COMMAND_TIMEOUT);
+    assert!(out.status.success(), "approve: {}", describe(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssh still waiting after approval"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "{status:?} {out}");
+    assert_eq!(out, "restarted\n");
+    rig.wait_audit(&["\"kind\":\"ssh_exec_approved\""]);
+}
