@@ -3,8 +3,8 @@
 //! `portcullis` binary, and real `ssh`, `scp`, `sftp` and `rsync` as clients. Nothing is mocked.
 //!
 //! Requirements: root (sshd needs it for ptys and to switch to the login user), Debian packages
-//! `openssh-server`, `openssh-client`, `openssh-sftp-server`, `rsync`. Tests skip (with a note)
-//! when `/usr/sbin/sshd` is missing.
+//! `openssh-server`, `openssh-client`, `openssh-sftp-server`, `rsync`. Tests fail (never skip)
+//! when `/usr/sbin/sshd` is missing or they don't run as root.
 // Helpers here are test code too: a failed unwrap is a failed test (clippy.toml allows unwrap
 // only inside #[test] functions).
 #![allow(clippy::unwrap_used)]
@@ -27,12 +27,12 @@ use common::{
 
 const SSHD: &str = "/usr/sbin/sshd";
 
-fn have_sshd() -> bool {
-    if Path::new(SSHD).exists() && common::running_as_root() {
-        return true;
-    }
-    eprintln!("skipping: needs root and {SSHD} (Debian openssh-server)");
-    false
+/// Fails (never skips) without root or sshd: run `.ci/run`, or install openssh-server.
+fn require_sshd() {
+    assert!(
+        Path::new(SSHD).exists() && common::running_as_root(),
+        "these tests need root and {SSHD} (Debian openssh-server); .ci/run sets both up"
+    );
 }
 
 fn keygen(path: &Path, comment: &str) -> String {
@@ -273,9 +273,7 @@ impl Drop for Rig {
 
 #[test]
 fn exec_relays_stdout_stderr_and_exit_status() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let out = rig.ssh("echo out-$((6*7)); echo err-line >&2; exit 3");
     // `$((…))` makes the command dynamic: blocked before anything runs.
@@ -301,9 +299,7 @@ fn exec_relays_stdout_stderr_and_exit_status() {
 
 #[test]
 fn blocked_command_gets_a_message_and_never_runs_upstream() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let marker = rig.work.join("marker");
     let out = rig.ssh(&format!("echo hi; touch {}", marker.display()));
@@ -328,9 +324,7 @@ fn blocked_command_gets_a_message_and_never_runs_upstream() {
 
 #[test]
 fn wrong_pinned_host_key_is_refused() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let other = unique_temp_dir("otherkey");
     let wrong = keygen(&other.join("k"), "other");
     let wrong: String = wrong
@@ -355,9 +349,7 @@ fn wrong_pinned_host_key_is_refused() {
 
 #[test]
 fn token_logs_in_as_its_identity_and_only_for_its_target() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let token = rig.gw.token("alice", "web", &[]);
     let out = rig.ssh_with_token(&token, "echo via-token");
@@ -379,9 +371,7 @@ fn token_logs_in_as_its_identity_and_only_for_its_target() {
 
 #[test]
 fn unknown_key_is_refused() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let stranger = rig.work.join("stranger");
     keygen(&stranger, "stranger");
@@ -407,9 +397,7 @@ fn unknown_key_is_refused() {
 
 #[test]
 fn interactive_shell_through_a_pty() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let mut cmd = rig.ssh_base();
     cmd.args(["-tt", "-o", "BatchMode=yes", "-i"])
@@ -429,9 +417,7 @@ fn interactive_shell_through_a_pty() {
 
 #[test]
 fn shell_deny_refuses_shells_but_not_allowed_commands() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("shell = \"deny\"", None);
     let mut cmd = rig.ssh_base();
     cmd.args(["-tt", "-o", "BatchMode=yes", "-i"])
@@ -470,9 +456,7 @@ fn random_file(path: &Path, len: usize) {
 
 #[test]
 fn scp_and_sftp_both_ways() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let src = rig.work.join("up.bin");
     random_file(&src, 3 * 1024 * 1024 + 17);
@@ -547,9 +531,7 @@ fn scp_and_sftp_both_ways() {
 
 #[test]
 fn sftp_deny_and_read_only_refuse_uploads() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     for mode in ["deny", "read-only"] {
         let rig = Rig::start(&format!("sftp = \"{mode}\""), None);
         let src = rig.work.join("f");
@@ -580,9 +562,11 @@ fn sftp_deny_and_read_only_refuse_uploads() {
 
 #[test]
 fn rsync_of_a_tree_arrives_intact() {
-    if !have_sshd() || Command::new("rsync").arg("--version").output().is_err() {
-        return;
-    }
+    require_sshd();
+    assert!(
+        Command::new("rsync").arg("--version").output().is_ok(),
+        "rsync is not installed (Debian package `rsync`)"
+    );
     let rig = Rig::start("", None);
     let tree = rig.work.join("tree");
     fs::create_dir_all(tree.join("a/b")).unwrap();
@@ -608,9 +592,7 @@ fn rsync_of_a_tree_arrives_intact() {
 
 #[test]
 fn local_forwarding_is_refused() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let local = free_port();
     let mut cmd = rig.ssh_base();
@@ -642,9 +624,7 @@ fn local_forwarding_is_refused() {
 
 #[test]
 fn approved_command_runs_after_approval() {
-    if !have_sshd() {
-        return;
-    }
+    require_sshd();
     let rig = Rig::start("", None);
     let approver = rig.gw.token("bob", "", &["--scope", "approve"]);
     let mut cmd = rig.ssh_base();
