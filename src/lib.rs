@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod proto;
+pub mod record;
 pub mod server;
 pub mod store;
