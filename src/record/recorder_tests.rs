@@ -358,3 +358,11 @@ fn write_error_is_returned_and_sticky() {
     assert_eq!(rec.maybe_flush(secs(9.0)).unwrap_err(), err);
     assert_eq!(rec.finish(secs(10.0)).unwrap_err(), err);
 }
+
+#[test]
+fn recorder_can_move_between_threads() {
+    // The gateway's connection tasks may run on any executor thread.
+    fn assert_send<T: Send>() {}
+    assert_send::<Recorder>();
+    assert_send::<super::Encoder>();
+}
