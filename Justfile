@@ -25,6 +25,11 @@ ci:
 bench-pg:
     bash bench/pg.sh
 
+# ssh throughput, 1 GiB up and down: direct sshd vs OpenSSH ProxyJump vs portcullis (as root;
+# SIZE=256M, CIPHER=aes128-gcm@openssh.com, RUNS=3 override)
+bench-ssh:
+    bash bench/ssh.sh
+
 # run one fuzz target for 60 s (needs nightly and cargo-fuzz)
 fuzz TARGET:
     mkdir -p fuzz/corpus/{{TARGET}}

@@ -38,36 +38,14 @@ SEED_MARK="portcullis bench/mask.sh seed v1 rows=$ROWS"
 
 unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSSLMODE PGSERVICE PGOPTIONS || true
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-maskbench.XXXXXX")
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_tmpdir portcullis-maskbench
 GATEWAY_PID=
-cleanup() {
-    set +e
-    if [[ -n $GATEWAY_PID ]]; then
-        kill "$GATEWAY_PID" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$GATEWAY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$GATEWAY_PID" 2>/dev/null
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-log() { printf '%s\n' "$*" >&2; }
 # Results go to stdout and to the results file.
 REPORT=$TMP/report.txt
 say() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    log "no free port"; exit 1
-}
 
 say "portcullis bench/mask.sh"
 say "date: $(date -Is)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')  cpus: $(nproc)  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -201,13 +179,8 @@ chmod 600 "$GW/portcullis.toml"
 
 "$PORTCULLIS" serve --config "$GW/portcullis.toml" >"$GW/serve.log" 2>&1 &
 GATEWAY_PID=$!
-ready=
-for _ in $(seq 1 150); do
-    if grep -q '^portcullis: ready' "$GW/serve.log"; then ready=1; break; fi
-    kill -0 "$GATEWAY_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ -z $ready ]]; then
+bench_track_pid "$GATEWAY_PID"
+if ! wait_for_ready "$GW/serve.log" "$GATEWAY_PID"; then
     log "portcullis serve did not become ready; log:"
     sed 's/^/  | /' "$GW/serve.log" >&2
     exit 1
@@ -291,7 +264,6 @@ ten_cpu=$(awk -v a="$c0" -v b="$c1" -v t="$TICKS" 'BEGIN { printf "%.2f", (b - a
 hwm_10m=$(vm_hwm)
 
 rps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 d_rps=$(rps "$ROWS" "$d_s")
 p_rps=$(rps "$ROWS" "$p_s")
 m_rps=$(rps "$ROWS" "$m_s")

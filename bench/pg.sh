@@ -24,42 +24,18 @@ PORTCULLIS=${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
 # Keep pgbench's environment to exactly what we pass.
 unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSSLMODE PGSERVICE PGOPTIONS || true
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_tmpdir portcullis-bench
 chmod 755 "$TMP"
 PGBOUNCER_PIDFILE=$TMP/pgbouncer/pgbouncer.pid
 GATEWAY_PID=
-cleanup() {
-    set +e
-    if [[ -n $GATEWAY_PID ]]; then
-        kill "$GATEWAY_PID" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$GATEWAY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$GATEWAY_PID" 2>/dev/null
-    fi
+stop_pgbouncer() {
     if [[ -s $PGBOUNCER_PIDFILE ]]; then
-        local pid
-        pid=$(cat "$PGBOUNCER_PIDFILE")
-        kill "$pid" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
+        stop_pid "$(cat "$PGBOUNCER_PIDFILE")"
     fi
-    rm -rf "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s\n' "$*" >&2; }
-
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    log "no free port"; exit 1
-}
+BENCH_CLEANUP+=(stop_pgbouncer)
 
 direct_env=()
 if [[ -n ${BENCH_PG_PASSWORD:-} ]]; then direct_env=(PGPASSWORD="$BENCH_PG_PASSWORD"); fi
@@ -198,13 +174,8 @@ TOML
     chmod 600 "$gw/portcullis.toml"
     "$PORTCULLIS" serve --config "$gw/portcullis.toml" >"$gw/serve.log" 2>&1 &
     GATEWAY_PID=$!
-    local ready=
-    for _ in $(seq 1 150); do
-        if grep -q '^portcullis: ready' "$gw/serve.log"; then ready=1; break; fi
-        kill -0 "$GATEWAY_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -z $ready ]]; then
+    bench_track_pid "$GATEWAY_PID"
+    if ! wait_for_ready "$gw/serve.log" "$GATEWAY_PID"; then
         log "portcullis serve did not become ready: its column will be n/a; log:"
         sed 's/^/  | /' "$gw/serve.log" >&2
         return
@@ -245,7 +216,6 @@ run_pgbench() {
     echo "${tps:-n/a} ${lat:-n/a}"
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
 added_us() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.0f", (a - b) * 1000 }'; }
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod proto;
+pub mod record;
 pub mod server;
 pub mod ssh_gateway;
 pub mod store;
