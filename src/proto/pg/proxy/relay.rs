@@ -67,8 +67,8 @@ struct Held {
 /// A client message whose verdict is being worked out (audit, approval submission, resume).
 struct Judging {
     tag: u8,
-    frame: Vec<u8>,
-    verdict: LocalFuture<Verdict>,
+    /// The verdict, and the message it is about (owned by the future while it runs).
+    verdict: LocalFuture<(Verdict, Vec<u8>)>,
 }
 
 /// What the worker should watch for this session.
@@ -229,7 +229,16 @@ impl SessionRelay {
 
     /// Does everything that can be done now. Returns the ending once the session is over and its
     /// last words are out (or their time is up).
-    pub fn advance(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<Ending> {
+    ///
+    /// `woken`: a future of this session was woken (or the session is new). Only then is the kill
+    /// order polled: its waker fires when it comes, so socket readiness never needs to look.
+    pub fn advance(&mut self, cx: &mut Context<'_>, now: Instant, woken: bool) -> Option<Ending> {
+        if self.closing.is_none() && woken {
+            // A kill wins over everything else that is ready.
+            if let Poll::Ready(reason) = self.killed.as_mut().poll(cx) {
+                self.close(fatal("57P01", format!("session terminated: {reason}")), now);
+            }
+        }
         if self.closing.is_none() {
             let mut result = Ok(true);
             for _ in 0..MAX_PASSES {
@@ -280,10 +289,6 @@ impl SessionRelay {
     /// One round of work; true if something moved that may let more happen.
     fn pass(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, Ending> {
         let mut moved = false;
-        // A kill wins over everything else that is ready.
-        if let Poll::Ready(reason) = self.killed.as_mut().poll(cx) {
-            return Err(fatal("57P01", format!("session terminated: {reason}")));
-        }
         moved |= self.poll_held(cx, now)?;
         moved |= self.poll_judging(cx)?;
         if self.judging.is_none() && self.held.is_none() {
@@ -337,11 +342,12 @@ impl SessionRelay {
             pos += len;
             moved = true;
             let session = self.session.clone();
-            let message = whole.clone();
-            let mut verdict: LocalFuture<Verdict> =
-                Box::pin(async move { session.on_client_message(tag, &message).await });
+            let mut verdict: LocalFuture<(Verdict, Vec<u8>)> = Box::pin(async move {
+                let v = session.on_client_message(tag, &whole).await;
+                (v, whole)
+            });
             match verdict.as_mut().poll(cx) {
-                Poll::Ready(v) => {
+                Poll::Ready((v, whole)) => {
                     if let Err(e) = self.carry_out(v, tag, whole, cx) {
                         break Err(e);
                     }
@@ -353,11 +359,7 @@ impl SessionRelay {
                     }
                 }
                 Poll::Pending => {
-                    self.judging = Some(Judging {
-                        tag,
-                        frame: whole,
-                        verdict,
-                    });
+                    self.judging = Some(Judging { tag, verdict });
                     break Ok(());
                 }
             }
@@ -430,10 +432,10 @@ impl SessionRelay {
             return Err(fatal("08P01", "internal: hold resumed twice"));
         };
         let session = self.session.clone();
+        let frame = std::mem::take(&mut held.frame);
         self.judging = Some(Judging {
             tag: held.tag,
-            frame: held.frame,
-            verdict: Box::pin(async move { session.resume(*hold, waited).await }),
+            verdict: Box::pin(async move { (session.resume(*hold, waited).await, frame) }),
         });
         Ok(true)
     }
@@ -442,12 +444,11 @@ impl SessionRelay {
         let Some(judging) = self.judging.as_mut() else {
             return Ok(false);
         };
-        let Poll::Ready(verdict) = judging.verdict.as_mut().poll(cx) else {
+        let Poll::Ready((verdict, frame)) = judging.verdict.as_mut().poll(cx) else {
             return Ok(false);
         };
-        let Some(Judging { tag, frame, .. }) = self.judging.take() else {
-            return Ok(false);
-        };
+        let tag = judging.tag;
+        self.judging = None;
         if let (Verdict::Hold(_), true) = (&verdict, self.held.is_some()) {
             return Err(fatal("08P01", "internal: nested hold"));
         }

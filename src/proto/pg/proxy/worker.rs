@@ -142,6 +142,8 @@ struct Slot {
     up: Option<Interest>,
     /// The earliest timer queued for this slot.
     scheduled: Option<Instant>,
+    /// A future of this session was woken since its last advance.
+    woken: bool,
 }
 
 struct Worker {
@@ -284,7 +286,12 @@ impl Worker {
             self.add(new, now);
         }
         let ready = std::mem::take(&mut *lock(&self.shared.ready));
-        self.todo.extend(ready);
+        for slot in ready {
+            if let Some(Some(s)) = self.slots.get_mut(slot) {
+                s.woken = true;
+                self.todo.push(slot);
+            }
+        }
     }
 
     fn add(&mut self, new: NewSession, now: Instant) {
@@ -331,6 +338,7 @@ impl Worker {
             client: Some(interest),
             up: Some(interest),
             scheduled: None,
+            woken: true,
         });
         // Bytes read during the handshake may already hold messages.
         self.todo.push(slot);
@@ -341,7 +349,8 @@ impl Worker {
             return;
         };
         let mut cx = Context::from_waker(&s.waker);
-        if let Some(ending) = s.relay.advance(&mut cx, now) {
+        let woken = std::mem::take(&mut s.woken);
+        if let Some(ending) = s.relay.advance(&mut cx, now, woken) {
             if s.client.is_some() {
                 let _ = epoll::delete(&self.epoll, s.relay.client_fd());
             }
