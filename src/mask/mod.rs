@@ -243,6 +243,12 @@ impl Masker {
                 .properties()
                 .maximum_len()
                 .ok_or_else(|| MaskError::Build(format!("built-in {} is unbounded", b.name)))?;
+            if hir.properties().minimum_len().is_none_or(|n| n == 0) {
+                return Err(MaskError::Build(format!(
+                    "built-in {} can match an empty string",
+                    b.name
+                )));
+            }
             max_len = max_len.max(len);
             hirs.push(hir);
             dets.push(Detector {
@@ -352,7 +358,10 @@ impl Masker {
         limit: usize,
     ) -> Option<Hit> {
         loop {
-            if pos > hay.len() {
+            // Every detector needs at least one byte (custom ones are checked for it, built-ins
+            // in `new`), so nothing starts at the end: skip the search there (the common case
+            // after a hit that ends the value).
+            if pos >= hay.len() {
                 return None;
             }
             let input = Input::new(hay).range(pos..);
