@@ -15,7 +15,9 @@
 #    after those 1M-row queries and again after the 1M-row query ran 10 times in one session
 #    through `masked` ("10M rows"): it must stay flat.
 #
-# Usage: bench/mask.sh [MiB]     MiB of data for part 1 (default 64)
+# Usage: bench/mask.sh [--scan-only] [MiB]
+#   MiB              MiB of data for part 1 (default 64)
+#   --scan-only      part 1 only: no PostgreSQL, no gateway (nothing else on the machine is touched)
 #   SKIP_BUILD=1     use the existing target/release/portcullis (and mask_bench example)
 #   ROWS=N           rows in `big` (default 1000000; a different count re-seeds)
 #   RUNS=N           timed runs per path, best kept (default 2)
@@ -26,6 +28,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+SCAN_ONLY=
+if [[ ${1:-} == --scan-only ]]; then
+    SCAN_ONLY=1
+    shift
+fi
 MIB=${1:-64}
 ROWS=${ROWS:-1000000}
 RUNS=${RUNS:-2}
@@ -59,6 +66,16 @@ if [[ ${SKIP_DETECTORS:-} != 1 ]]; then
     else
         cargo run --quiet --release --example mask_bench -- "$MIB" 2>&1 | tee -a "$REPORT"
     fi
+fi
+
+if [[ -n $SCAN_ONLY ]]; then
+    OUT_DIR=$ROOT/bench/results
+    mkdir -p "$OUT_DIR"
+    OUT=$OUT_DIR/mask-scan-$(date +%Y%m%d-%H%M%S).txt
+    say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    cp "$REPORT" "$OUT"
+    log "written to ${OUT#"$ROOT"/}"
+    exit 0
 fi
 
 # ---- part 2: the database -------------------------------------------------------------------

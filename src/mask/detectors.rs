@@ -93,6 +93,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "email",
+        // `is_email_local`, `is_email_domain` and the bounds in `email_start` repeat this.
         pattern: r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}",
         check: Check::Email,
     },
@@ -188,6 +189,45 @@ fn email(m: &[u8]) -> Option<Range<usize>> {
     }
     let tld_ok = last.len() >= 2 && last.iter().all(u8::is_ascii_alphabetic);
     (labels >= 2 && tld_ok).then_some(0..end)
+}
+
+/// The longest match of the `email` pattern.
+const EMAIL_MAX_LEN: usize = 64 + 1 + 253;
+
+/// A byte of the `email` pattern's local part, `[A-Za-z0-9._%+-]`.
+pub(crate) fn is_email_local(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+/// A byte of the `email` pattern's domain, `[A-Za-z0-9.-]`.
+pub(crate) fn is_email_domain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')
+}
+
+/// Where the leftmost-first match of the `email` pattern that ends at `end` starts, looking no
+/// further back than `from`; `None` if `hay[from..end]` does not end with such a match.
+///
+/// This is the offset the regex's reverse search gives: the earliest `s >= from` such that
+/// `hay[s..end]` matches `[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}`. Neither class holds
+/// `@`, so the `@` is the last one before `end`, the domain is everything after it, and the local
+/// part is the longest run (at most 64) of local bytes right before it.
+pub(crate) fn email_start(hay: &[u8], from: usize, end: usize) -> Option<usize> {
+    // A match is at most 64 + 1 + 253 bytes: no need to look further back.
+    let from = from.max(end.saturating_sub(EMAIL_MAX_LEN));
+    let window = hay.get(from..end)?;
+    let at = window.iter().rposition(|&b| b == b'@')?;
+    let domain = window.get(at + 1..)?;
+    if domain.is_empty() || domain.len() > 253 || !domain.iter().all(|&b| is_email_domain(b)) {
+        return None;
+    }
+    let local = window
+        .get(..at)?
+        .iter()
+        .rev()
+        .take(64)
+        .take_while(|&&b| is_email_local(b))
+        .count();
+    (local > 0).then(|| from + at - local)
 }
 
 fn has_double_dot(s: &[u8]) -> bool {

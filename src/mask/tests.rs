@@ -399,16 +399,16 @@ fn column_globs() {
 }
 
 /// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % (n as u64)).unwrap_or(0)
     }
 }
@@ -434,7 +434,7 @@ const FRAGMENTS: &[&str] = &[
 ];
 
 /// Random text: bytes from a small alphabet that keeps near-matches frequent, and fragments.
-fn random_text(rng: &mut Rng, len: usize) -> Vec<u8> {
+pub(super) fn random_text(rng: &mut Rng, len: usize) -> Vec<u8> {
     const ALPHABET: &[u8] = b"0123456789 .-@:+=abcdefxyzAKIA\n\"'eyJ_/\xff\xc3";
     let mut v = Vec::with_capacity(len + 64);
     while v.len() < len {
@@ -447,7 +447,7 @@ fn random_text(rng: &mut Rng, len: usize) -> Vec<u8> {
     v
 }
 
-fn stream(m: &Masker, text: &[u8], rng: &mut Rng, max_chunk: usize) -> Vec<u8> {
+pub(super) fn stream(m: &Masker, text: &[u8], rng: &mut Rng, max_chunk: usize) -> Vec<u8> {
     let mut s = StreamMasker::new(m);
     let mut out = Vec::new();
     let mut i = 0;
