@@ -529,14 +529,9 @@ fn scp_and_sftp_both_ways() {
     );
 }
 
-#[test]
-fn sftp_deny_and_read_only_refuse_uploads() {
-    require_sshd();
-    for mode in ["deny", "read-only"] {
-        let rig = Rig::start(&format!("sftp = \"{mode}\""), None);
-        let src = rig.work.join("f");
-        fs::write(&src, "data").unwrap();
-        let dest = rig.work.join("put-target");
+impl Rig {
+    /// `sftp -b -` as alice with this batch.
+    fn sftp(&self, batch: &str) -> Output {
         let mut cmd = Command::new("sftp");
         cmd.args([
             "-F",
@@ -551,13 +546,140 @@ fn sftp_deny_and_read_only_refuse_uploads() {
             "BatchMode=yes",
             "-i",
         ])
-        .arg(&rig.alice_key)
-        .args(["-P", &rig.port.to_string(), "-b", "-", "web@127.0.0.1"]);
-        let batch = format!("put {} {}\n", src.display(), dest.display());
-        let out = run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT);
-        assert!(!out.status.success(), "{mode}: {}", describe(&out));
-        assert!(!dest.exists(), "{mode}: the upload happened");
+        .arg(&self.alice_key)
+        .args(["-P", &self.port.to_string(), "-b", "-", "web@127.0.0.1"]);
+        run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT)
     }
+
+    /// `scp` as alice (OpenSSH 9 scp speaks SFTP).
+    fn scp(&self, from: &str, to: &str) -> Output {
+        let mut cmd = Command::new("scp");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&self.alice_key)
+        .args(["-P", &self.port.to_string(), from, to]);
+        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+    }
+}
+
+/// Every path under `dir` with its contents (None for directories), sorted.
+fn tree_of(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                out.push((name, None));
+                stack.push(path);
+            } else {
+                out.push((name, Some(fs::read(&path).unwrap())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sftp_deny_refuses_the_subsystem() {
+    require_sshd();
+    let rig = Rig::start("sftp = \"deny\"", None);
+    let src = rig.work.join("f");
+    fs::write(&src, "data").unwrap();
+    let dest = rig.work.join("put-target");
+    let out = rig.sftp(&format!("put {} {}\n", src.display(), dest.display()));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!dest.exists(), "the upload happened");
+    let out = rig.scp(
+        &src.display().to_string(),
+        &format!("web@127.0.0.1:{}", dest.display()),
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!dest.exists(), "the scp upload happened");
+}
+
+#[test]
+fn sftp_read_only_serves_reads_and_refuses_every_change() {
+    require_sshd();
+    let rig = Rig::start("sftp = \"read-only\"", None);
+    let remote = rig.work.join("remote");
+    fs::create_dir_all(remote.join("sub")).unwrap();
+    random_file(&remote.join("big.bin"), 1024 * 1024 + 3);
+    fs::write(remote.join("sub/note.txt"), "keep me\n").unwrap();
+    let before = tree_of(&remote);
+    let local = rig.work.join("local");
+    fs::create_dir_all(&local).unwrap();
+    let upload = local.join("upload.txt");
+    fs::write(&upload, "new contents\n").unwrap();
+    let r = remote.display();
+    let l = local.display();
+    // `-` lets the batch go on after a failed command; each change must fail on its own.
+    let batch = format!(
+        "ls {r}\nget {r}/big.bin {l}/big.bin\nget {r}/sub/note.txt {l}/note.txt\n\
+         -put {up} {r}/uploaded.txt\n-put {up} {r}/sub/note.txt\n-rm {r}/sub/note.txt\n\
+         -mkdir {r}/newdir\n-rename {r}/big.bin {r}/moved.bin\n-rmdir {r}/sub\n\
+         -chmod 777 {r}/big.bin\n-ln -s {r}/big.bin {r}/link\n",
+        up = upload.display()
+    );
+    let out = rig.sftp(&batch);
+    let err = stderr(&out);
+    assert!(
+        out.status.success(),
+        "reads must work: {}\n{}",
+        describe(&out),
+        rig.gw.log()
+    );
+    assert!(stdout(&out).contains("big.bin"), "{}", describe(&out));
+    assert_eq!(
+        sha256(&remote.join("big.bin")),
+        sha256(&local.join("big.bin"))
+    );
+    assert_eq!(fs::read(local.join("note.txt")).unwrap(), b"keep me\n");
+    let denied = err.matches("Permission denied").count();
+    assert!(
+        denied >= 8,
+        "every change is refused with Permission denied ({denied} seen): {}",
+        describe(&out)
+    );
+    assert_eq!(tree_of(&remote), before, "the remote tree changed");
+
+    // OpenSSH 9 scp uses SFTP: an upload fails the same way; a download works.
+    let out = rig.scp(
+        &upload.display().to_string(),
+        &format!("web@127.0.0.1:{r}/scp-upload.txt"),
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        describe(&out)
+    );
+    let out = rig.scp(
+        &format!("web@127.0.0.1:{r}/sub/note.txt"),
+        &local.join("scp-note.txt").display().to_string(),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(fs::read(local.join("scp-note.txt")).unwrap(), b"keep me\n");
+    assert_eq!(tree_of(&remote), before, "the remote tree changed");
+    rig.wait_audit(&[
+        "\"mode\":\"read-only\"",
+        "\"op\":\"denied\"",
+        "\"op\":\"remove\"",
+        &format!("\"path\":\"{r}/big.bin\""),
+    ]);
 }
 
 #[test]

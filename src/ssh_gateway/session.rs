@@ -32,11 +32,12 @@ use crate::audit::Event as AuditEvent;
 use crate::config::{Action, Identity, SftpAccess, SshTarget, Target};
 use crate::policy::command::classify_bytes;
 use crate::proto::ssh::connection::{ChannelKind, ChannelRequestKind, GlobalRequestKind};
+use crate::proto::ssh::filter::{FilterNote, SftpFilter};
 use crate::proto::ssh::msg::DisconnectReason;
 use crate::proto::ssh::relay::{
     ChannelId, Decision, Event, Relay, RelayConfig, RelayError, Side, Subject, Ticket, Verdict,
 };
-use crate::proto::ssh::sftp::{SftpMode, SftpOutput, SftpSession};
+use crate::proto::ssh::sftp::SftpMode;
 use crate::proto::ssh::transport::Event as TransportEvent;
 use crate::server::{now_unix, Gateway};
 
@@ -64,9 +65,6 @@ struct ChannelInfo {
     pty: bool,
     exit_status: Option<u32>,
     exit_signal: Option<String>,
-    /// Audit-only SFTP parser fed copies of the data (the relay forwards the bytes itself).
-    sftp: Option<SftpSession>,
-    sftp_failed: bool,
 }
 
 /// A command held for approval.
@@ -152,7 +150,7 @@ impl Session {
     ) -> Ending {
         let mut kill = Box::pin(kill);
         let mut relay = Relay::new(RelayConfig {
-            // Copies of the data feed the SFTP audit parser and (later) recordings.
+            // Copies of the data feed the recording hook.
             observe_data: true,
             ..RelayConfig::default()
         });
@@ -319,11 +317,32 @@ impl Session {
             }
             Event::Input { channel, bytes } => {
                 self.observer.input(channel, started, &bytes);
-                self.sftp_data(channel, Side::Downstream, &bytes).await;
             }
             Event::Output { channel, bytes, .. } => {
                 self.observer.output(channel, started, &bytes);
-                self.sftp_data(channel, Side::Upstream, &bytes).await;
+            }
+            Event::Filtered {
+                channel,
+                note: FilterNote::Sftp(event),
+                ..
+            } => {
+                if let Some(ev) = super::sftp_audit::event(&event) {
+                    let ev = ev
+                        .str("session", self.id.clone())
+                        .str("identity", self.identity.name.clone())
+                        .str("target", self.target.name.clone())
+                        .uint("channel", u64::from(channel.0));
+                    let _ = self.gw.audit.record(ev).await;
+                }
+            }
+            Event::FilterFailed { channel, error } => {
+                // The relay closed the channel: an SFTP stream the gateway cannot follow is
+                // neither audited nor filtered, so it does not run.
+                let ev = self
+                    .base_event("ssh_sftp_unparsed")
+                    .uint("channel", u64::from(channel.0))
+                    .str("error", error.to_string());
+                let _ = self.gw.audit.record(ev).await;
             }
             Event::Resize { channel, size } => self.observer.resize(channel, started, size),
             Event::ExitStatus { channel, status } => {
@@ -458,30 +477,26 @@ impl Session {
                                     1,
                                 )
                             }
-                            // The read-only filter needs the relay to hand client data to the
-                            // gateway instead of forwarding it; until then read-only refuses.
-                            SftpAccess::ReadOnly => {
-                                self.audit_refused(
-                                    "subsystem",
-                                    "sftp",
-                                    "sftp = \"read-only\" is not enforceable yet",
-                                )
-                                .await;
-                                Verdict::deny_with_message(
-                                    format!("portcullis: sftp on target '{}' is read-only, which this gateway version cannot enforce; refused\n", target.name),
-                                    1,
-                                )
-                            }
-                            SftpAccess::Allow => {
+                            SftpAccess::ReadOnly | SftpAccess::Allow => {
+                                let (mode, label) = match ssh.sftp {
+                                    SftpAccess::ReadOnly => (SftpMode::ReadOnly, "read-only"),
+                                    _ => (SftpMode::ReadWrite, "read-write"),
+                                };
                                 self.started(channel, "subsystem", Some("sftp".into()), None);
-                                if let Some(c) = self.channels.get_mut(&channel) {
-                                    c.sftp = Some(SftpSession::new(SftpMode::ReadWrite));
+                                // The filter audits every packet and, read-only, answers write
+                                // requests itself; it must be in place before the subsystem
+                                // starts so no byte of the stream gets past it.
+                                match relay.set_filter(channel, Box::new(SftpFilter::new(mode))) {
+                                    Ok(true) => {
+                                        self.audit_durable(
+                                            self.base_event("ssh_sftp_started")
+                                                .uint("channel", u64::from(channel.0))
+                                                .str("mode", label),
+                                        )
+                                        .await
+                                    }
+                                    Ok(false) | Err(_) => Verdict::Deny,
                                 }
-                                self.audit_durable(
-                                    self.base_event("ssh_sftp_started")
-                                        .uint("channel", u64::from(channel.0)),
-                                )
-                                .await
                             }
                         }
                     }
@@ -787,43 +802,6 @@ impl Session {
             ticket,
             Verdict::deny_with_message(format!("portcullis: {message}\n"), 1),
         );
-    }
-
-    /// Feeds a copy of SFTP channel data to the audit parser and audits what it reports.
-    async fn sftp_data(&mut self, channel: ChannelId, from: Side, bytes: &[u8]) {
-        let Some(info) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        let Some(sftp) = info.sftp.as_mut() else {
-            return;
-        };
-        if info.sftp_failed {
-            return;
-        }
-        let mut out = SftpOutput::default();
-        let result = match from {
-            Side::Downstream => sftp.client_data(bytes, &mut out),
-            Side::Upstream => sftp.server_data(bytes, &mut out),
-        };
-        if let Err(e) = result {
-            info.sftp_failed = true;
-            let ev = self
-                .base_event("ssh_sftp_unparsed")
-                .uint("channel", u64::from(channel.0))
-                .str("error", e.to_string());
-            let _ = self.gw.audit.record(ev).await;
-            return;
-        }
-        for event in out.events {
-            if let Some(ev) = super::sftp_audit::event(&event) {
-                let ev = ev
-                    .str("session", self.id.clone())
-                    .str("identity", self.identity.name.clone())
-                    .str("target", self.target.name.clone())
-                    .uint("channel", u64::from(channel.0));
-                let _ = self.gw.audit.record(ev).await;
-            }
-        }
     }
 }
 
