@@ -119,6 +119,8 @@ struct Rig {
     alice_key: PathBuf,
     /// Scratch space for the test (marker files, transfer trees).
     work: PathBuf,
+    /// The policy the gateway was started with.
+    policy: String,
 }
 
 const RULES: &str = r#"
@@ -139,6 +141,11 @@ impl Rig {
     /// `target_extra` is appended to the [[target]] "web" table (`host_key` already set unless
     /// `host_key` overrides it).
     fn start(target_extra: &str, host_key: Option<&str>) -> Rig {
+        Rig::start_with("", target_extra, host_key)
+    }
+
+    /// Like [`Rig::start`], with `gateway_extra` appended to the `[gateway]` table.
+    fn start_with(gateway_extra: &str, target_extra: &str, host_key: Option<&str>) -> Rig {
         let work = unique_temp_dir("sshgw-work");
         let alice_key = work.join("alice");
         let alice_pub = keygen(&alice_key, "alice@laptop");
@@ -154,6 +161,7 @@ impl Rig {
             r#"[gateway]
 data_dir = "data"
 http = {{ listen = "127.0.0.1:{http}" }}
+{gateway_extra}
 [[identity]]
 name = "alice"
 ssh_keys = ["{alice_pub}"]
@@ -181,6 +189,7 @@ default = "block"
             port,
             alice_key,
             work,
+            policy,
         }
     }
 
@@ -205,15 +214,27 @@ default = "block"
 
     /// `ssh -i alice web@gateway COMMAND`.
     fn ssh(&self, command: &str) -> Output {
+        run_with_timeout(&mut self.ssh_cmd(command), None, COMMAND_TIMEOUT)
+    }
+
+    fn ssh_cmd(&self, command: &str) -> Command {
         let mut cmd = self.ssh_base();
         cmd.args(["-o", "BatchMode=yes", "-i"])
             .arg(&self.alice_key)
             .args(["web@127.0.0.1", command]);
-        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+        cmd
     }
 
     /// `ssh` with a token as the password (SSH_ASKPASS, no tty) and no key.
     fn ssh_with_token(&self, token: &str, command: &str) -> Output {
+        run_with_timeout(
+            &mut self.ssh_token_cmd(token, command),
+            None,
+            COMMAND_TIMEOUT,
+        )
+    }
+
+    fn ssh_token_cmd(&self, token: &str, command: &str) -> Command {
         let askpass = self.work.join(format!("askpass-{}", common::random_hex(1)));
         fs::write(&askpass, format!("#!/bin/sh\necho '{token}'\n")).unwrap();
         fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).unwrap();
@@ -231,7 +252,7 @@ default = "block"
         .env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0");
-        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+        cmd
     }
 
     fn audit(&self) -> String {
@@ -813,4 +834,158 @@ fn approved_command_runs_after_approval() {
     assert!(status.success(), "{status:?} {out}");
     assert_eq!(out, "restarted\n");
     rig.wait_audit(&["\"kind\":\"ssh_exec_approved\""]);
+}
+
+/// A running client whose stderr is collected in the background.
+struct Running {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Running { child, stderr: rx }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits (bounded) for the client to exit; returns its status and stderr.
+    fn wait(
+        mut self,
+        limit: Duration,
+        log: impl Fn() -> String,
+    ) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "client still running after {limit:?}; gateway log:\n{}",
+                    log()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        thread::sleep(Duration::from_millis(100));
+        let err: Vec<String> = self.stderr.try_iter().collect();
+        (status, err.join("\n"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the gateway has a session open (its `session_opened` is in the audit).
+fn wait_session_open(rig: &Rig) {
+    rig.wait_audit(&["\"kind\":\"ssh_exec\""]);
+}
+
+#[test]
+fn idle_timeout_ends_a_silent_session_but_not_a_busy_one() {
+    require_sshd();
+    let rig = Rig::start_with("idle_timeout = \"3s\"", "", None);
+    let mut client = Running::spawn(rig.ssh_cmd("cat"));
+    let mut stdin = client.child.stdin.take().unwrap();
+    let mut out = client.child.stdout.take().unwrap();
+    // Traffic every half second for about twice the idle timeout keeps the session.
+    for i in 0..12 {
+        use std::io::Write;
+        stdin.write_all(format!("tick {i}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        thread::sleep(Duration::from_millis(500));
+        assert!(
+            client.running(),
+            "a session with traffic was ended; log:\n{}",
+            rig.gw.log()
+        );
+    }
+    let mut echoed = [0u8; 7];
+    out.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"tick 0\n");
+    // Silence: the gateway ends it.
+    let (status, err) = client.wait(Duration::from_secs(30), || rig.gw.log());
+    drop(stdin);
+    assert!(!status.success(), "{status:?} {err}");
+    assert!(
+        err.contains("idle_timeout"),
+        "the client is told why: {err}"
+    );
+    rig.wait_audit(&["\"kind\":\"session_closed\"", "(idle_timeout)"]);
+}
+
+#[test]
+fn revoked_token_ends_its_live_session() {
+    require_sshd();
+    let rig = Rig::start("", None);
+    let out = rig
+        .gw
+        .cli(&["token", "issue", "--identity", "alice", "--target", "web"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let token = stdout(&out).trim().to_string();
+    let err = stderr(&out);
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("tok_"))
+        .unwrap_or_else(|| panic!("no tok_ id in: {err}"))
+        .trim_end_matches(',')
+        .to_string();
+    let client = Running::spawn(rig.ssh_token_cmd(&token, "sleep 60"));
+    wait_session_open(&rig);
+    let out = rig.gw.cli(&["token", "revoke", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (status, err) = client.wait(Duration::from_secs(10), || rig.gw.log());
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        err.contains("token revoked"),
+        "the client is told why: {err}"
+    );
+    let audit = rig.wait_audit(&["closed by the gateway: token revoked"]);
+    assert!(audit.contains("\"kind\":\"session_closed\""), "{audit}");
+    // Other sessions are unaffected.
+    assert!(rig.ssh("true").status.success());
+}
+
+#[test]
+fn reload_without_the_identity_ends_its_live_session() {
+    require_sshd();
+    let rig = Rig::start("", None);
+    let client = Running::spawn(rig.ssh_cmd("sleep 60"));
+    wait_session_open(&rig);
+    // alice's key now belongs to "alicia": alice is gone from the policy.
+    let renamed = rig.policy.replace("\"alice\"", "\"alicia\"");
+    assert_ne!(renamed, rig.policy);
+    common::write_file_mode(&rig.gw.config, renamed.as_bytes(), 0o600);
+    rig.gw.sighup();
+    rig.gw
+        .wait_for_log("policy reloaded", Duration::from_secs(10));
+    let (status, err) = client.wait(Duration::from_secs(10), || rig.gw.log());
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        err.contains("identity or target removed from the policy"),
+        "the client is told why: {err}"
+    );
+    rig.wait_audit(&["closed by the gateway: identity or target removed from the policy"]);
+    // The same key now logs in as alicia.
+    let out = rig.ssh("true");
+    assert!(out.status.success(), "{}", describe(&out));
 }

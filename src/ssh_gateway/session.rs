@@ -102,6 +102,8 @@ pub(super) struct Session {
     channels: HashMap<ChannelId, ChannelInfo>,
     held: Vec<Held>,
     observer: Box<dyn Observer>,
+    /// When channel data last moved (for `idle_timeout`).
+    last_activity: Instant,
 }
 
 impl Session {
@@ -122,6 +124,7 @@ impl Session {
             channels: HashMap::new(),
             held: Vec::new(),
             observer: Box::new(NoRecording),
+            last_activity: Instant::now(),
         }
     }
 
@@ -155,6 +158,10 @@ impl Session {
             ..RelayConfig::default()
         });
         let mut timer = Timer::never();
+        // `idle_timeout`: no channel data either way (keepalives don't count) and no command
+        // waiting for approval, for this long, ends the session.
+        let idle_timeout = self.gw.loaded().policy.gateway.idle_timeout;
+        self.last_activity = Instant::now();
         let ending = loop {
             // Relay output into the transports, and the relay's events.
             let now = Instant::now();
@@ -171,10 +178,18 @@ impl Session {
             if progressed {
                 continue;
             }
-            let deadline = [down.transport.poll_timeout(), up.transport.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let idle_deadline = match idle_timeout {
+                Some(d) if self.held.is_empty() => Some(self.last_activity + d),
+                _ => None,
+            };
+            let deadline = [
+                down.transport.poll_timeout(),
+                up.transport.poll_timeout(),
+                idle_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             match deadline {
                 Some(at) => {
                     timer.set_at(at);
@@ -211,6 +226,14 @@ impl Session {
                 Wake::Eof(side) => break format!("{} closed the connection", side_name(side)),
                 Wake::IoError(side, e) => break format!("{} socket: {e}", side_name(side)),
                 Wake::Timer => {
+                    if let (Some(at), Some(d)) = (idle_deadline, idle_timeout) {
+                        if now >= at {
+                            break format!(
+                                "closed by the gateway: no channel traffic for {} (idle_timeout)",
+                                human(d)
+                            );
+                        }
+                    }
                     if let Err(e) = down.transport.handle_timeout(now) {
                         break format!("client transport: {e}");
                     }
@@ -222,6 +245,7 @@ impl Session {
                     break format!("closed by the gateway: {reason}");
                 }
                 Wake::Decided(i, waited) => {
+                    self.last_activity = now;
                     if i < self.held.len() {
                         let held = self.held.swap_remove(i);
                         self.resolve(&mut relay, held, waited).await;
@@ -231,6 +255,14 @@ impl Session {
         };
         for held in std::mem::take(&mut self.held) {
             self.gw.broker.abandon(&held.request.id, now_unix());
+        }
+        // Ended by the gateway (kill, idle): say why on every open channel's stderr, which the
+        // client shows whatever its LogLevel (the DISCONNECT text is only logged at INFO).
+        if ending.starts_with("closed by the gateway") {
+            let notice = format!("\r\nportcullis: session {ending}\r\n");
+            for channel in self.channels.keys() {
+                relay.send_client_stderr(*channel, notice.as_bytes());
+            }
         }
         // The client often disconnects in the same packet batch as its last CLOSE: let the relay
         // finish what it was handed, so channel ends are audited with their byte counts.
@@ -311,14 +343,19 @@ impl Session {
     async fn on_relay_event(&mut self, relay: &mut Relay, ev: Event) {
         let started = Instant::now();
         match ev {
-            Event::Decide(d) => self.on_decide(relay, d).await,
+            Event::Decide(d) => {
+                self.last_activity = started;
+                self.on_decide(relay, d).await;
+            }
             Event::Opened { channel } => {
                 self.channels.insert(channel, ChannelInfo::default());
             }
             Event::Input { channel, bytes } => {
+                self.last_activity = started;
                 self.observer.input(channel, started, &bytes);
             }
             Event::Output { channel, bytes, .. } => {
+                self.last_activity = started;
                 self.observer.output(channel, started, &bytes);
             }
             Event::Filtered {
