@@ -8,7 +8,13 @@
 //! [`HIGH_WATER`] bytes queued for its socket: the relay returns channel window only as data is
 //! taken, so a slow socket pushes back to the writer's window), act on the relay's events, then
 //! wait for the first of: a socket readable, a socket writable (when bytes are queued), a
-//! transport timer, a decision on a held command, or a kill from the gateway.
+//! transport timer or the `idle_timeout` deadline, a decision on a held command, or a kill from
+//! the gateway.
+//!
+//! SFTP channels get a [`SftpFilter`] in the relay's data path before their subsystem starts:
+//! it reports every packet for audit and, for `sftp = "read-only"`, answers write requests
+//! itself. A session the gateway ends (kill, idle) says why on every open channel's stderr
+//! before the DISCONNECT.
 
 use std::collections::HashMap;
 use std::future::Future;
