@@ -10,266 +10,21 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod ssh_rig;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
     describe, free_port, gateway_exe, run_with_timeout, stderr, stdout, unique_temp_dir,
-    wait_for_port, Gateway, COMMAND_TIMEOUT,
+    wait_for_port, COMMAND_TIMEOUT,
 };
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// Fails (never skips) without root or sshd: run `.ci/run`, or install openssh-server.
-fn require_sshd() {
-    assert!(
-        Path::new(SSHD).exists() && common::running_as_root(),
-        "these tests need root and {SSHD} (Debian openssh-server); .ci/run sets both up"
-    );
-}
-
-fn keygen(path: &Path, comment: &str) -> String {
-    let out = run_with_timeout(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-            .arg(path),
-        None,
-        COMMAND_TIMEOUT,
-    );
-    assert!(out.status.success(), "ssh-keygen: {}", describe(&out));
-    fs::read_to_string(path.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// A throwaway sshd on 127.0.0.1 that accepts only `authorized` for every user.
-struct Sshd {
-    dir: PathBuf,
-    port: u16,
-    child: Child,
-    /// `ssh-ed25519 AAAA...` (no comment): what a target's `host_key` pins.
-    host_key: String,
-}
-
-impl Sshd {
-    fn start(authorized: &str) -> Sshd {
-        let dir = unique_temp_dir("sshd");
-        fs::create_dir_all("/run/sshd").unwrap();
-        let host_key_line = keygen(&dir.join("host_key"), "target-host");
-        let host_key = host_key_line
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        fs::write(dir.join("authorized_keys"), format!("{authorized}\n")).unwrap();
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
-             UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PidFile {d}/sshd.pid\nSubsystem sftp internal-sftp\nAllowTcpForwarding yes\nPermitRootLogin yes\n",
-            d = dir.display()
-        );
-        fs::write(dir.join("sshd_config"), config).unwrap();
-        let log = fs::File::create(dir.join("sshd.log")).unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawning sshd");
-        assert!(
-            wait_for_port(port, Duration::from_secs(10)),
-            "sshd did not listen: {}",
-            fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
-        );
-        Sshd {
-            dir,
-            port,
-            child,
-            host_key,
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// sshd + gateway + a client key registered for identity "alice".
-struct Rig {
-    sshd: Sshd,
-    gw: Gateway,
-    /// The gateway's SSH port for target "web".
-    port: u16,
-    /// alice's private key file.
-    alice_key: PathBuf,
-    /// Scratch space for the test (marker files, transfer trees).
-    work: PathBuf,
-}
-
-const RULES: &str = r#"
-[[rule]]
-name = "tools"
-who = ["*"]
-programs = ["echo", "cat", "id", "sh", "true", "false", "printf", "sha256sum", "rsync", "exit", "sleep", "ls"]
-action = "allow"
-[[rule]]
-name = "restart"
-who = ["alice"]
-commands = ['^echo restarted$']
-action = "approve"
-approvers = ["bob"]
-"#;
-
-impl Rig {
-    /// `target_extra` is appended to the [[target]] "web" table (`host_key` already set unless
-    /// `host_key` overrides it).
-    fn start(target_extra: &str, host_key: Option<&str>) -> Rig {
-        let work = unique_temp_dir("sshgw-work");
-        let alice_key = work.join("alice");
-        let alice_pub = keygen(&alice_key, "alice@laptop");
-        let up_dir = unique_temp_dir("sshgw-upkey");
-        let up_pub = keygen(&up_dir.join("up"), "gateway");
-        let up_private = fs::read(up_dir.join("up")).unwrap();
-        let _ = fs::remove_dir_all(&up_dir);
-        let sshd = Sshd::start(&up_pub);
-        let port = free_port();
-        let http = free_port();
-        let host_key = host_key.map_or_else(|| sshd.host_key.clone(), str::to_owned);
-        let policy = format!(
-            r#"[gateway]
-data_dir = "data"
-http = {{ listen = "127.0.0.1:{http}" }}
-[[identity]]
-name = "alice"
-ssh_keys = ["{alice_pub}"]
-[[identity]]
-name = "bob"
-[[target]]
-name = "web"
-kind = "ssh"
-listen = "127.0.0.1:{port}"
-upstream = "127.0.0.1:{sshd_port}"
-user = "root"
-key_file = "up.key"
-host_key = "{host_key}"
-default = "block"
-{target_extra}
-{RULES}"#,
-            sshd_port = sshd.port
-        );
-        let gw = Gateway::builder(&policy)
-            .secret("up.key", up_private)
-            .start();
-        Rig {
-            sshd,
-            gw,
-            port,
-            alice_key,
-            work,
-        }
-    }
-
-    fn ssh_base(&self) -> Command {
-        let mut cmd = Command::new("ssh");
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-p",
-            &self.port.to_string(),
-        ]);
-        cmd
-    }
-
-    /// `ssh -i alice web@gateway COMMAND`.
-    fn ssh(&self, command: &str) -> Output {
-        let mut cmd = self.ssh_base();
-        cmd.args(["-o", "BatchMode=yes", "-i"])
-            .arg(&self.alice_key)
-            .args(["web@127.0.0.1", command]);
-        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
-    }
-
-    /// `ssh` with a token as the password (SSH_ASKPASS, no tty) and no key.
-    fn ssh_with_token(&self, token: &str, command: &str) -> Output {
-        let askpass = self.work.join(format!("askpass-{}", common::random_hex(1)));
-        fs::write(&askpass, format!("#!/bin/sh\necho '{token}'\n")).unwrap();
-        fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).unwrap();
-        let mut cmd = self.ssh_base();
-        cmd.args([
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "PreferredAuthentications=password,keyboard-interactive",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            "web@127.0.0.1",
-            command,
-        ])
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0");
-        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
-    }
-
-    fn audit(&self) -> String {
-        stdout(&self.gw.cli(&["audit", "export"]))
-    }
-
-    /// The audit log once it contains every one of `needles` (bounded wait: events that are not
-    /// made durable at once reach the store within the flush interval).
-    fn wait_audit(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let audit = self.audit();
-            if needles.iter().all(|n| audit.contains(n)) {
-                return audit;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "audit lacks one of {needles:?}:\n{audit}"
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The `-e` command rsync/scp use to reach the gateway as alice.
-    fn ssh_e(&self) -> String {
-        format!(
-            "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -i {} -p {}",
-            self.alice_key.display(),
-            self.port
-        )
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.work);
-    }
-}
+use ssh_rig::{keygen, require_sshd, Rig, Running};
 
 #[test]
 fn exec_relays_stdout_stderr_and_exit_status() {
@@ -529,14 +284,9 @@ fn scp_and_sftp_both_ways() {
     );
 }
 
-#[test]
-fn sftp_deny_and_read_only_refuse_uploads() {
-    require_sshd();
-    for mode in ["deny", "read-only"] {
-        let rig = Rig::start(&format!("sftp = \"{mode}\""), None);
-        let src = rig.work.join("f");
-        fs::write(&src, "data").unwrap();
-        let dest = rig.work.join("put-target");
+impl Rig {
+    /// `sftp -b -` as alice with this batch.
+    fn sftp(&self, batch: &str) -> Output {
         let mut cmd = Command::new("sftp");
         cmd.args([
             "-F",
@@ -551,13 +301,140 @@ fn sftp_deny_and_read_only_refuse_uploads() {
             "BatchMode=yes",
             "-i",
         ])
-        .arg(&rig.alice_key)
-        .args(["-P", &rig.port.to_string(), "-b", "-", "web@127.0.0.1"]);
-        let batch = format!("put {} {}\n", src.display(), dest.display());
-        let out = run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT);
-        assert!(!out.status.success(), "{mode}: {}", describe(&out));
-        assert!(!dest.exists(), "{mode}: the upload happened");
+        .arg(&self.alice_key)
+        .args(["-P", &self.port.to_string(), "-b", "-", "web@127.0.0.1"]);
+        run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT)
     }
+
+    /// `scp` as alice (OpenSSH 9 scp speaks SFTP).
+    fn scp(&self, from: &str, to: &str) -> Output {
+        let mut cmd = Command::new("scp");
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&self.alice_key)
+        .args(["-P", &self.port.to_string(), from, to]);
+        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+    }
+}
+
+/// Every path under `dir` with its contents (None for directories), sorted.
+fn tree_of(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                out.push((name, None));
+                stack.push(path);
+            } else {
+                out.push((name, Some(fs::read(&path).unwrap())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sftp_deny_refuses_the_subsystem() {
+    require_sshd();
+    let rig = Rig::start("sftp = \"deny\"", None);
+    let src = rig.work.join("f");
+    fs::write(&src, "data").unwrap();
+    let dest = rig.work.join("put-target");
+    let out = rig.sftp(&format!("put {} {}\n", src.display(), dest.display()));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!dest.exists(), "the upload happened");
+    let out = rig.scp(
+        &src.display().to_string(),
+        &format!("web@127.0.0.1:{}", dest.display()),
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(!dest.exists(), "the scp upload happened");
+}
+
+#[test]
+fn sftp_read_only_serves_reads_and_refuses_every_change() {
+    require_sshd();
+    let rig = Rig::start("sftp = \"read-only\"", None);
+    let remote = rig.work.join("remote");
+    fs::create_dir_all(remote.join("sub")).unwrap();
+    random_file(&remote.join("big.bin"), 1024 * 1024 + 3);
+    fs::write(remote.join("sub/note.txt"), "keep me\n").unwrap();
+    let before = tree_of(&remote);
+    let local = rig.work.join("local");
+    fs::create_dir_all(&local).unwrap();
+    let upload = local.join("upload.txt");
+    fs::write(&upload, "new contents\n").unwrap();
+    let r = remote.display();
+    let l = local.display();
+    // `-` lets the batch go on after a failed command; each change must fail on its own.
+    let batch = format!(
+        "ls {r}\nget {r}/big.bin {l}/big.bin\nget {r}/sub/note.txt {l}/note.txt\n\
+         -put {up} {r}/uploaded.txt\n-put {up} {r}/sub/note.txt\n-rm {r}/sub/note.txt\n\
+         -mkdir {r}/newdir\n-rename {r}/big.bin {r}/moved.bin\n-rmdir {r}/sub\n\
+         -chmod 777 {r}/big.bin\n-ln -s {r}/big.bin {r}/link\n",
+        up = upload.display()
+    );
+    let out = rig.sftp(&batch);
+    let err = stderr(&out);
+    assert!(
+        out.status.success(),
+        "reads must work: {}\n{}",
+        describe(&out),
+        rig.gw.log()
+    );
+    assert!(stdout(&out).contains("big.bin"), "{}", describe(&out));
+    assert_eq!(
+        sha256(&remote.join("big.bin")),
+        sha256(&local.join("big.bin"))
+    );
+    assert_eq!(fs::read(local.join("note.txt")).unwrap(), b"keep me\n");
+    let denied = err.matches("Permission denied").count();
+    assert!(
+        denied >= 8,
+        "every change is refused with Permission denied ({denied} seen): {}",
+        describe(&out)
+    );
+    assert_eq!(tree_of(&remote), before, "the remote tree changed");
+
+    // OpenSSH 9 scp uses SFTP: an upload fails the same way; a download works.
+    let out = rig.scp(
+        &upload.display().to_string(),
+        &format!("web@127.0.0.1:{r}/scp-upload.txt"),
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        describe(&out)
+    );
+    let out = rig.scp(
+        &format!("web@127.0.0.1:{r}/sub/note.txt"),
+        &local.join("scp-note.txt").display().to_string(),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(fs::read(local.join("scp-note.txt")).unwrap(), b"keep me\n");
+    assert_eq!(tree_of(&remote), before, "the remote tree changed");
+    rig.wait_audit(&[
+        "\"mode\":\"read-only\"",
+        "\"op\":\"denied\"",
+        "\"op\":\"remove\"",
+        &format!("\"path\":\"{r}/big.bin\""),
+    ]);
 }
 
 #[test]
@@ -691,4 +568,99 @@ fn approved_command_runs_after_approval() {
     assert!(status.success(), "{status:?} {out}");
     assert_eq!(out, "restarted\n");
     rig.wait_audit(&["\"kind\":\"ssh_exec_approved\""]);
+}
+
+/// Waits until the gateway has a session open (its `session_opened` is in the audit).
+fn wait_session_open(rig: &Rig) {
+    rig.wait_audit(&["\"kind\":\"ssh_exec\""]);
+}
+
+#[test]
+fn idle_timeout_ends_a_silent_session_but_not_a_busy_one() {
+    require_sshd();
+    let rig = Rig::start_with("idle_timeout = \"3s\"", "", None);
+    let mut client = Running::spawn(rig.ssh_cmd("cat"));
+    let mut stdin = client.child.stdin.take().unwrap();
+    let mut out = client.child.stdout.take().unwrap();
+    // Traffic every half second for about twice the idle timeout keeps the session.
+    for i in 0..12 {
+        use std::io::Write;
+        stdin.write_all(format!("tick {i}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        thread::sleep(Duration::from_millis(500));
+        assert!(
+            client.running(),
+            "a session with traffic was ended; log:\n{}",
+            rig.gw.log()
+        );
+    }
+    let mut echoed = [0u8; 7];
+    out.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"tick 0\n");
+    // Silence: the gateway ends it.
+    let (status, err) = client.wait(Duration::from_secs(30), || rig.gw.log());
+    drop(stdin);
+    assert!(!status.success(), "{status:?} {err}");
+    assert!(
+        err.contains("idle_timeout"),
+        "the client is told why: {err}"
+    );
+    rig.wait_audit(&["\"kind\":\"session_closed\"", "(idle_timeout)"]);
+}
+
+#[test]
+fn revoked_token_ends_its_live_session() {
+    require_sshd();
+    let rig = Rig::start("", None);
+    let out = rig
+        .gw
+        .cli(&["token", "issue", "--identity", "alice", "--target", "web"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let token = stdout(&out).trim().to_string();
+    let err = stderr(&out);
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("tok_"))
+        .unwrap_or_else(|| panic!("no tok_ id in: {err}"))
+        .trim_end_matches(',')
+        .to_string();
+    let client = Running::spawn(rig.ssh_token_cmd(&token, "sleep 60"));
+    wait_session_open(&rig);
+    let out = rig.gw.cli(&["token", "revoke", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (status, err) = client.wait(Duration::from_secs(10), || rig.gw.log());
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        err.contains("token revoked"),
+        "the client is told why: {err}"
+    );
+    let audit = rig.wait_audit(&["closed by the gateway: token revoked"]);
+    assert!(audit.contains("\"kind\":\"session_closed\""), "{audit}");
+    // Other sessions are unaffected.
+    assert!(rig.ssh("true").status.success());
+}
+
+#[test]
+fn reload_without_the_identity_ends_its_live_session() {
+    require_sshd();
+    let rig = Rig::start("", None);
+    let client = Running::spawn(rig.ssh_cmd("sleep 60"));
+    wait_session_open(&rig);
+    // alice's key now belongs to "alicia": alice is gone from the policy.
+    let renamed = rig.policy.replace("\"alice\"", "\"alicia\"");
+    assert_ne!(renamed, rig.policy);
+    common::write_file_mode(&rig.gw.config, renamed.as_bytes(), 0o600);
+    rig.gw.sighup();
+    rig.gw
+        .wait_for_log("policy reloaded", Duration::from_secs(10));
+    let (status, err) = client.wait(Duration::from_secs(10), || rig.gw.log());
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        err.contains("identity or target removed from the policy"),
+        "the client is told why: {err}"
+    );
+    rig.wait_audit(&["closed by the gateway: identity or target removed from the policy"]);
+    // The same key now logs in as alicia.
+    let out = rig.ssh("true");
+    assert!(out.status.success(), "{}", describe(&out));
 }

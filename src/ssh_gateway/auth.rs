@@ -47,12 +47,33 @@ pub(super) enum Refused {
     Failed(String),
 }
 
+/// The end of the client's handshake time (`handshake_timeout`): the caller's timer reads it;
+/// the upstream login moves it by the time it took, so the client's key exchange and
+/// authentication get the whole `handshake_timeout` and a slow target does not count against
+/// it (the upstream login has its own `upstream_timeout`).
+pub(super) struct HandshakeDeadline(std::sync::Mutex<Instant>);
+
+impl HandshakeDeadline {
+    pub fn new(at: Instant) -> HandshakeDeadline {
+        HandshakeDeadline(std::sync::Mutex::new(at))
+    }
+
+    pub fn get(&self) -> Instant {
+        *lock(&self.0)
+    }
+
+    fn set(&self, at: Instant) {
+        *lock(&self.0) = at;
+    }
+}
+
 /// Runs the client's side until it is authenticated and the upstream connection is logged in.
 pub(super) async fn accept(
     gw: &Arc<Gateway>,
     down: &mut Conn,
     target: &Target,
     peer: SocketAddr,
+    deadline: &HandshakeDeadline,
 ) -> Result<(Login, Conn), Refused> {
     let gone = |e: ConnError| Refused::Gone(e.to_string());
     let session_id = loop {
@@ -103,19 +124,21 @@ pub(super) async fn accept(
             step = match step {
                 ServerStep::CheckPublicKey(check) => match check_key(gw, target, &check) {
                     Some(_) if check.is_query() => check.accept(),
-                    Some(identity) => match connect_or_refuse(gw, down, target, &identity).await? {
-                        Some(conn) => {
-                            up = Some(conn);
-                            chosen = Some(Login {
-                                key_fingerprint: Some(check.key().fingerprint()),
-                                identity,
-                                method: AuthMethod::PublicKey,
-                                token: None,
-                            });
-                            check.accept()
+                    Some(identity) => {
+                        match connect_or_refuse(gw, down, target, &identity, deadline).await? {
+                            Some(conn) => {
+                                up = Some(conn);
+                                chosen = Some(Login {
+                                    key_fingerprint: Some(check.key().fingerprint()),
+                                    identity,
+                                    method: AuthMethod::PublicKey,
+                                    token: None,
+                                });
+                                check.accept()
+                            }
+                            None => return Err(Refused::Failed("upstream login failed".into())),
                         }
-                        None => return Err(Refused::Failed("upstream login failed".into())),
-                    },
+                    }
                     None => {
                         failure_delay(gw, peer).await;
                         check.reject()
@@ -123,7 +146,7 @@ pub(super) async fn accept(
                 },
                 ServerStep::CheckPassword(check) => match check_token(gw, target, &check).await {
                     Some((identity, token)) => {
-                        match connect_or_refuse(gw, down, target, &identity).await? {
+                        match connect_or_refuse(gw, down, target, &identity, deadline).await? {
                             Some(conn) => {
                                 up = Some(conn);
                                 chosen = Some(Login {
@@ -242,14 +265,20 @@ async fn connect_or_refuse(
     down: &mut Conn,
     target: &Target,
     identity: &Identity,
+    deadline: &HandshakeDeadline,
 ) -> Result<Option<Conn>, Refused> {
     let timeout = gw.loaded().policy.gateway.upstream_timeout;
+    let started = Instant::now();
+    let client_deadline = deadline.get();
+    // The client's clock stops while the target is being logged in to.
+    deadline.set(client_deadline + timeout + std::time::Duration::from_secs(1));
     let result = async { connect_upstream(target).await }
         .or(async {
             smol::Timer::after(timeout).await;
             Err(format!("timed out after {}s", timeout.as_secs()))
         })
         .await;
+    deadline.set(client_deadline + started.elapsed());
     match result {
         Ok(conn) => Ok(Some(conn)),
         Err(e) => {

@@ -92,20 +92,30 @@ pub async fn handle_connection(
     };
     let mut down = Conn::new(tcp, transport);
 
-    // The upstream login happens inside, within its own timeout; the handshake timeout covers
-    // the client's part (the upstream timeout is added so a slow target does not count twice).
-    let limit = handshake_timeout + gw.loaded().policy.gateway.upstream_timeout;
-    let accepted = async { Some(auth::accept(&gw, &mut down, &target, peer).await) }
+    // `handshake_timeout` covers the client's part: version exchange, key exchange and user
+    // authentication. The upstream login happens inside, within its own `upstream_timeout`, and
+    // moves the deadline by the time it took.
+    let deadline = auth::HandshakeDeadline::new(Instant::now() + handshake_timeout);
+    let accepted = async { Some(auth::accept(&gw, &mut down, &target, peer, &deadline).await) }
         .or(async {
-            smol::Timer::after(limit).await;
-            None
+            loop {
+                smol::Timer::at(deadline.get()).await;
+                if Instant::now() >= deadline.get() {
+                    return None;
+                }
+            }
         })
         .await;
     let (login, up) = match accepted {
         None => {
+            log(&format!(
+                "ssh {peer} -> {}: handshake not finished within handshake_timeout ({}s); closed",
+                target.name,
+                handshake_timeout.as_secs_f32()
+            ));
             down.close(
                 DisconnectReason::ByApplication,
-                "portcullis: authentication timed out",
+                "portcullis: handshake_timeout: key exchange and authentication took too long",
             )
             .await;
             return;

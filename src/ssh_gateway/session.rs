@@ -8,7 +8,13 @@
 //! [`HIGH_WATER`] bytes queued for its socket: the relay returns channel window only as data is
 //! taken, so a slow socket pushes back to the writer's window), act on the relay's events, then
 //! wait for the first of: a socket readable, a socket writable (when bytes are queued), a
-//! transport timer, a decision on a held command, or a kill from the gateway.
+//! transport timer or the `idle_timeout` deadline, a decision on a held command, or a kill from
+//! the gateway.
+//!
+//! SFTP channels get a [`SftpFilter`] in the relay's data path before their subsystem starts:
+//! it reports every packet for audit and, for `sftp = "read-only"`, answers write requests
+//! itself. A session the gateway ends (kill, idle) says why on every open channel's stderr
+//! before the DISCONNECT.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,11 +38,12 @@ use crate::audit::Event as AuditEvent;
 use crate::config::{Action, Identity, SftpAccess, SshTarget, Target};
 use crate::policy::command::classify_bytes;
 use crate::proto::ssh::connection::{ChannelKind, ChannelRequestKind, GlobalRequestKind};
+use crate::proto::ssh::filter::{FilterNote, SftpFilter};
 use crate::proto::ssh::msg::DisconnectReason;
 use crate::proto::ssh::relay::{
     ChannelId, Decision, Event, Relay, RelayConfig, RelayError, Side, Subject, Ticket, Verdict,
 };
-use crate::proto::ssh::sftp::{SftpMode, SftpOutput, SftpSession};
+use crate::proto::ssh::sftp::SftpMode;
 use crate::proto::ssh::transport::Event as TransportEvent;
 use crate::server::{now_unix, Gateway};
 
@@ -64,9 +71,6 @@ struct ChannelInfo {
     pty: bool,
     exit_status: Option<u32>,
     exit_signal: Option<String>,
-    /// Audit-only SFTP parser fed copies of the data (the relay forwards the bytes itself).
-    sftp: Option<SftpSession>,
-    sftp_failed: bool,
 }
 
 /// A command held for approval.
@@ -104,6 +108,8 @@ pub(super) struct Session {
     channels: HashMap<ChannelId, ChannelInfo>,
     held: Vec<Held>,
     observer: Box<dyn Observer>,
+    /// When channel data last moved (for `idle_timeout`).
+    last_activity: Instant,
 }
 
 impl Session {
@@ -124,6 +130,7 @@ impl Session {
             channels: HashMap::new(),
             held: Vec::new(),
             observer: Box::new(NoRecording),
+            last_activity: Instant::now(),
         }
     }
 
@@ -152,11 +159,15 @@ impl Session {
     ) -> Ending {
         let mut kill = Box::pin(kill);
         let mut relay = Relay::new(RelayConfig {
-            // Copies of the data feed the SFTP audit parser and (later) recordings.
+            // Copies of the data feed the recording hook.
             observe_data: true,
             ..RelayConfig::default()
         });
         let mut timer = Timer::never();
+        // `idle_timeout`: no channel data either way (keepalives don't count) and no command
+        // waiting for approval, for this long, ends the session.
+        let idle_timeout = self.gw.loaded().policy.gateway.idle_timeout;
+        self.last_activity = Instant::now();
         let ending = loop {
             // Relay output into the transports, and the relay's events.
             let now = Instant::now();
@@ -173,10 +184,18 @@ impl Session {
             if progressed {
                 continue;
             }
-            let deadline = [down.transport.poll_timeout(), up.transport.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let idle_deadline = match idle_timeout {
+                Some(d) if self.held.is_empty() => Some(self.last_activity + d),
+                _ => None,
+            };
+            let deadline = [
+                down.transport.poll_timeout(),
+                up.transport.poll_timeout(),
+                idle_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             match deadline {
                 Some(at) => {
                     timer.set_at(at);
@@ -213,6 +232,14 @@ impl Session {
                 Wake::Eof(side) => break format!("{} closed the connection", side_name(side)),
                 Wake::IoError(side, e) => break format!("{} socket: {e}", side_name(side)),
                 Wake::Timer => {
+                    if let (Some(at), Some(d)) = (idle_deadline, idle_timeout) {
+                        if now >= at {
+                            break format!(
+                                "closed by the gateway: no channel traffic for {} (idle_timeout)",
+                                human(d)
+                            );
+                        }
+                    }
                     if let Err(e) = down.transport.handle_timeout(now) {
                         break format!("client transport: {e}");
                     }
@@ -224,6 +251,7 @@ impl Session {
                     break format!("closed by the gateway: {reason}");
                 }
                 Wake::Decided(i, waited) => {
+                    self.last_activity = now;
                     if i < self.held.len() {
                         let held = self.held.swap_remove(i);
                         self.resolve(&mut relay, held, waited).await;
@@ -233,6 +261,14 @@ impl Session {
         };
         for held in std::mem::take(&mut self.held) {
             self.gw.broker.abandon(&held.request.id, now_unix());
+        }
+        // Ended by the gateway (kill, idle): say why on every open channel's stderr, which the
+        // client shows whatever its LogLevel (the DISCONNECT text is only logged at INFO).
+        if ending.starts_with("closed by the gateway") {
+            let notice = format!("\r\nportcullis: session {ending}\r\n");
+            for channel in self.channels.keys() {
+                relay.send_client_stderr(*channel, notice.as_bytes());
+            }
         }
         // The client often disconnects in the same packet batch as its last CLOSE: let the relay
         // finish what it was handed, so channel ends are audited with their byte counts.
@@ -313,17 +349,43 @@ impl Session {
     async fn on_relay_event(&mut self, relay: &mut Relay, ev: Event) {
         let started = Instant::now();
         match ev {
-            Event::Decide(d) => self.on_decide(relay, d).await,
+            Event::Decide(d) => {
+                self.last_activity = started;
+                self.on_decide(relay, d).await;
+            }
             Event::Opened { channel } => {
                 self.channels.insert(channel, ChannelInfo::default());
             }
             Event::Input { channel, bytes } => {
+                self.last_activity = started;
                 self.observer.input(channel, started, &bytes);
-                self.sftp_data(channel, Side::Downstream, &bytes).await;
             }
             Event::Output { channel, bytes, .. } => {
+                self.last_activity = started;
                 self.observer.output(channel, started, &bytes);
-                self.sftp_data(channel, Side::Upstream, &bytes).await;
+            }
+            Event::Filtered {
+                channel,
+                note: FilterNote::Sftp(event),
+                ..
+            } => {
+                if let Some(ev) = super::sftp_audit::event(&event) {
+                    let ev = ev
+                        .str("session", self.id.clone())
+                        .str("identity", self.identity.name.clone())
+                        .str("target", self.target.name.clone())
+                        .uint("channel", u64::from(channel.0));
+                    let _ = self.gw.audit.record(ev).await;
+                }
+            }
+            Event::FilterFailed { channel, error } => {
+                // The relay closed the channel: an SFTP stream the gateway cannot follow is
+                // neither audited nor filtered, so it does not run.
+                let ev = self
+                    .base_event("ssh_sftp_unparsed")
+                    .uint("channel", u64::from(channel.0))
+                    .str("error", error.to_string());
+                let _ = self.gw.audit.record(ev).await;
             }
             Event::Resize { channel, size } => self.observer.resize(channel, started, size),
             Event::ExitStatus { channel, status } => {
@@ -458,30 +520,26 @@ impl Session {
                                     1,
                                 )
                             }
-                            // The read-only filter needs the relay to hand client data to the
-                            // gateway instead of forwarding it; until then read-only refuses.
-                            SftpAccess::ReadOnly => {
-                                self.audit_refused(
-                                    "subsystem",
-                                    "sftp",
-                                    "sftp = \"read-only\" is not enforceable yet",
-                                )
-                                .await;
-                                Verdict::deny_with_message(
-                                    format!("portcullis: sftp on target '{}' is read-only, which this gateway version cannot enforce; refused\n", target.name),
-                                    1,
-                                )
-                            }
-                            SftpAccess::Allow => {
+                            SftpAccess::ReadOnly | SftpAccess::Allow => {
+                                let (mode, label) = match ssh.sftp {
+                                    SftpAccess::ReadOnly => (SftpMode::ReadOnly, "read-only"),
+                                    _ => (SftpMode::ReadWrite, "read-write"),
+                                };
                                 self.started(channel, "subsystem", Some("sftp".into()), None);
-                                if let Some(c) = self.channels.get_mut(&channel) {
-                                    c.sftp = Some(SftpSession::new(SftpMode::ReadWrite));
+                                // The filter audits every packet and, read-only, answers write
+                                // requests itself; it must be in place before the subsystem
+                                // starts so no byte of the stream gets past it.
+                                match relay.set_filter(channel, Box::new(SftpFilter::new(mode))) {
+                                    Ok(true) => {
+                                        self.audit_durable(
+                                            self.base_event("ssh_sftp_started")
+                                                .uint("channel", u64::from(channel.0))
+                                                .str("mode", label),
+                                        )
+                                        .await
+                                    }
+                                    Ok(false) | Err(_) => Verdict::Deny,
                                 }
-                                self.audit_durable(
-                                    self.base_event("ssh_sftp_started")
-                                        .uint("channel", u64::from(channel.0)),
-                                )
-                                .await
                             }
                         }
                     }
@@ -787,43 +845,6 @@ impl Session {
             ticket,
             Verdict::deny_with_message(format!("portcullis: {message}\n"), 1),
         );
-    }
-
-    /// Feeds a copy of SFTP channel data to the audit parser and audits what it reports.
-    async fn sftp_data(&mut self, channel: ChannelId, from: Side, bytes: &[u8]) {
-        let Some(info) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        let Some(sftp) = info.sftp.as_mut() else {
-            return;
-        };
-        if info.sftp_failed {
-            return;
-        }
-        let mut out = SftpOutput::default();
-        let result = match from {
-            Side::Downstream => sftp.client_data(bytes, &mut out),
-            Side::Upstream => sftp.server_data(bytes, &mut out),
-        };
-        if let Err(e) = result {
-            info.sftp_failed = true;
-            let ev = self
-                .base_event("ssh_sftp_unparsed")
-                .uint("channel", u64::from(channel.0))
-                .str("error", e.to_string());
-            let _ = self.gw.audit.record(ev).await;
-            return;
-        }
-        for event in out.events {
-            if let Some(ev) = super::sftp_audit::event(&event) {
-                let ev = ev
-                    .str("session", self.id.clone())
-                    .str("identity", self.identity.name.clone())
-                    .str("target", self.target.name.clone())
-                    .uint("channel", u64::from(channel.0));
-                let _ = self.gw.audit.record(ev).await;
-            }
-        }
     }
 }
 

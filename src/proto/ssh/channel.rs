@@ -26,6 +26,7 @@
 use std::collections::VecDeque;
 
 use super::connection::{msg, set_recipient, TerminalSize, EXTENDED_DATA_STDERR};
+use super::filter::{ChannelFilter, FilterError, FilterOutput};
 use super::relay::{ChannelId, Event, Side, Stream};
 use super::wire::Writer;
 
@@ -38,6 +39,14 @@ pub(super) const MAX_QUEUED_ITEMS: usize = 1024;
 /// never limits a peer that advertises OpenSSH's 32 KiB default.
 pub(super) const MAX_DATA_CHUNK: u32 = 128 * 1024;
 
+/// Most bytes of a filter's own replies (SFTP refusals) queued toward one side of one channel.
+/// A refusal is answered only after the request arrived, so a well-behaved client, which reads
+/// its answers, keeps this near zero (OpenSSH's sftp has at most 64 requests in flight, ~4 KiB
+/// of refusals); a client that sends refused requests and never reads the answers reaches it
+/// and is cut off ([`ChannelFault::QueueFull`]) instead of growing the queue by up to five times
+/// its window (a 13-byte REMOVE earns a 61-byte refusal).
+pub(super) const MAX_FILTER_BACKLOG: usize = 1024 * 1024;
+
 /// A per-channel protocol violation by one peer; the relay wraps it with the side and channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChannelFault {
@@ -47,6 +56,18 @@ pub(super) enum ChannelFault {
     WindowOverflow,
     UnexpectedReply,
     QueueFull,
+}
+
+/// A channel's data filter, if it has one.
+#[derive(Debug, Default)]
+pub(super) enum Filter {
+    /// Data is relayed as it is.
+    #[default]
+    None,
+    Active(Box<dyn ChannelFilter>),
+    /// The filter failed: the channel is closing, and its data is dropped, never relayed
+    /// unfiltered.
+    Failed,
 }
 
 /// What the relay does with an observation when the item carrying it is handed on.
@@ -185,6 +206,21 @@ impl Leg {
         }
     }
 
+    /// Bytes of a filter's own replies queued toward this side.
+    pub(super) fn filter_backlog(&self) -> usize {
+        self.queue
+            .iter()
+            .map(|item| match item {
+                Item::Data {
+                    ext: None,
+                    bytes,
+                    relayed: false,
+                } => bytes.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Relayed data bytes queued toward this side (they came from the other side).
     pub(super) fn buffered(&self) -> usize {
         self.queue
@@ -313,6 +349,10 @@ impl Leg {
     }
 }
 
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 fn relayed_len(item: &Item) -> u32 {
     match item {
         Item::Data {
@@ -332,6 +372,7 @@ pub(super) struct OpenChannel {
     pub(super) id: ChannelId,
     /// Indexed by [`Side::index`].
     pub(super) legs: [Leg; 2],
+    pub(super) filter: Filter,
 }
 
 impl OpenChannel {
@@ -366,12 +407,13 @@ impl OpenChannel {
         Ok(())
     }
 
-    /// DATA / EXTENDED_DATA from `from`.
+    /// DATA / EXTENDED_DATA from `from`. `events` receives a filter's notes.
     pub(super) fn on_data(
         &mut self,
         from: Side,
         ext: Option<u32>,
         data: &[u8],
+        events: &mut VecDeque<Event>,
     ) -> Result<(), ChannelFault> {
         let leg = self.leg_mut(from);
         match leg.inbound {
@@ -391,6 +433,20 @@ impl OpenChannel {
             });
         }
         leg.recv_window -= len;
+        match (&self.filter, ext, from) {
+            (Filter::None, _, _) => {}
+            (Filter::Active(_), None, _) => return self.filter_input(from, data, events),
+            // The client's extended data on a filtered channel (sshd ignores it on a session
+            // channel anyway) and all data of a channel whose filter failed: dropped, never
+            // relayed unfiltered.
+            (Filter::Active(_), Some(_), Side::Downstream) | (Filter::Failed, _, _) => {
+                self.leg_mut(from).credit(len);
+                return Ok(());
+            }
+            // The server's stderr on a filtered channel (sftp-server's log) is not the
+            // filtered stream: relayed as it is.
+            (Filter::Active(_), Some(_), Side::Upstream) => {}
+        }
         let to = self.leg_mut(from.other());
         let open = !to.sealed() && to.inbound != Inbound::Closed && to.outbound != Outbound::Eof;
         if let (
@@ -416,6 +472,105 @@ impl OpenChannel {
                 relayed: true,
             },
         )
+    }
+
+    /// Installs `filter` (see [`super::filter`]). Plain data the client sent that still waits
+    /// to go upstream (sent before the request that starts the filtered stream was decided) is
+    /// taken out of the queue and passed through the filter first; data already queued toward
+    /// the client is left as it is (a server sends nothing on a session channel before its
+    /// subsystem starts). A channel keeps its first filter: a second one is ignored (sshd
+    /// refuses a second exec/shell/subsystem on a channel anyway, and the first filter holds
+    /// state and bytes of its stream).
+    pub(super) fn set_filter(
+        &mut self,
+        filter: Box<dyn ChannelFilter>,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ChannelFault> {
+        if !matches!(self.filter, Filter::None) {
+            return Ok(());
+        }
+        self.filter = Filter::Active(filter);
+        let queue = &mut self.leg_mut(Side::Upstream).queue;
+        let mut waiting = Vec::new();
+        queue.retain_mut(|item| match item {
+            Item::Data {
+                ext: None,
+                bytes,
+                relayed: true,
+            } => {
+                waiting.extend(bytes.drain(..));
+                false
+            }
+            _ => true,
+        });
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            self.filter_input(Side::Downstream, &waiting, events)
+        }
+    }
+
+    /// Hands `data` from `from` (already counted against its window) to the active filter and
+    /// queues what it returns; see [`super::filter`] for the window bookkeeping.
+    fn filter_input(
+        &mut self,
+        from: Side,
+        data: &[u8],
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ChannelFault> {
+        let channel = self.id;
+        let Filter::Active(filter) = &mut self.filter else {
+            return Ok(());
+        };
+        let held_before = filter.held(from);
+        let mut out = FilterOutput::default();
+        let result = filter.data(from, data, &mut out);
+        let had = held_before.saturating_add(data.len());
+        let kept = filter.held(from).saturating_add(out.forward.len());
+        let result = result.and_then(|()| {
+            had.checked_sub(kept)
+                .ok_or(FilterError::Contract { had, kept })
+        });
+        let dropped = match result {
+            Ok(dropped) => dropped,
+            Err(error) => {
+                // Fail closed: nothing of this call goes anywhere, the filter and what it held
+                // are gone (their window returned), and the channel closes both ways.
+                let held_other = filter.held(from.other());
+                self.filter = Filter::Failed;
+                self.leg_mut(from).credit(to_u32(had));
+                self.leg_mut(from.other()).credit(to_u32(held_other));
+                events.push_back(Event::FilterFailed { channel, error });
+                self.close_both();
+                return Ok(());
+            }
+        };
+        self.leg_mut(from).credit(to_u32(dropped));
+        events.extend(out.notes.into_iter().map(|note| Event::Filtered {
+            channel,
+            from,
+            note,
+        }));
+        self.push(
+            from.other(),
+            Item::Data {
+                ext: None,
+                bytes: VecDeque::from(out.forward),
+                relayed: true,
+            },
+        )?;
+        self.push(
+            from,
+            Item::Data {
+                ext: None,
+                bytes: VecDeque::from(out.reply),
+                relayed: false,
+            },
+        )?;
+        if self.leg(from).filter_backlog() > MAX_FILTER_BACKLOG {
+            return Err(ChannelFault::QueueFull);
+        }
+        Ok(())
     }
 
     /// WINDOW_ADJUST from `from`.

@@ -17,12 +17,14 @@
 //! - [`sftp`]: SFTP v3 stream parser for audit, with a read-only filter.
 //! - [`connection`]: RFC 4254 connection protocol messages (+ OpenSSH extensions), typed codec.
 //! - [`channel`]: one relayed channel's two legs: ordering, flow control, EOF/CLOSE handshake.
+//! - [`filter`]: per-channel data filters in the relay's data path (SFTP audit and read-only).
 //! - [`relay`]: the client ↔ upstream connection relay: channel table, decisions, events.
 //! - [`relay_script`]: byte-coded operation scripts over a relay (fuzz target, seed replay).
 
 pub mod channel;
 pub mod cipher;
 pub mod connection;
+pub mod filter;
 pub mod hostkey;
 pub mod kex;
 pub mod keyfile;

@@ -24,6 +24,13 @@
 //! window to its sender) only when the caller takes it, so a caller that stops polling a side
 //! whose socket is not writable pushes back all the way to the writer's window.
 //!
+//! # Filters
+//!
+//! [`Relay::set_filter`] puts a [`ChannelFilter`] into one channel's data path (the SFTP audit
+//! and read-only mode): its plain data then goes through the filter in both directions, and the
+//! filter's own replies go back to the sender as the gateway's data, in whole units and with the
+//! window bookkeeping kept exact (see [`super::filter`]).
+//!
 //! # Channel numbers
 //!
 //! The relay numbers each channel once and uses that number ([`ChannelId`]) as its own channel
@@ -52,12 +59,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use super::channel::{ChannelFault, Item, Leg, LegParams, Note, OpenChannel, Owed};
+use super::channel::{ChannelFault, Filter, Item, Leg, LegParams, Note, OpenChannel, Owed};
 use super::connection::{
     ChannelKind, ChannelOpen, ChannelRequest, ChannelRequestKind, DecodeError, GlobalRequest,
     GlobalRequestKind, Message, OpenConfirmation, OpenFailure, OpenFailureReason, TerminalSize,
     EXTENDED_DATA_STDERR,
 };
+use super::filter::{ChannelFilter, FilterError, FilterNote};
 
 /// OpenSSH's `CHAN_SES_PACKET_DEFAULT` (channels.h: `(32*1024)`): the maximum packet we advertise.
 pub const DEFAULT_MAX_PACKET: u32 = 32 * 1024;
@@ -320,6 +328,23 @@ pub enum Event {
         /// Data bytes handed on from upstream to the client.
         bytes_out: u64,
     },
+    /// A channel's filter ([`Relay::set_filter`]) observed something in the data `from` sent.
+    Filtered {
+        /// The channel.
+        channel: ChannelId,
+        /// Who sent the data.
+        from: Side,
+        /// What the filter saw or did.
+        note: FilterNote,
+    },
+    /// A channel's filter gave up: the channel is closing on both connections, and none of its
+    /// data is relayed any more.
+    FilterFailed {
+        /// The channel.
+        channel: ChannelId,
+        /// Why.
+        error: FilterError,
+    },
     /// A side answered a keepalive sent with [`Relay::send_keepalive`].
     PeerAlive {
         /// Which side.
@@ -534,6 +559,39 @@ impl Relay {
         }
     }
 
+    /// Puts `filter` in the data path of `channel` (see [`super::filter`]): from now on its plain
+    /// data in both directions goes through the filter, whose replies go back to the sender.
+    /// Call it before allowing the request that starts the filtered stream (`subsystem sftp`),
+    /// so that no byte of that stream passes unfiltered; the client's data already waiting
+    /// behind that request is filtered too. Returns false when the channel is not open.
+    ///
+    /// # Errors
+    /// [`RelayError`] (sticky) when the filter's replies to data already waiting overflow the
+    /// channel's queue, as [`Relay::handle`] would have reported.
+    pub fn set_filter(
+        &mut self,
+        channel: ChannelId,
+        filter: Box<dyn ChannelFilter>,
+    ) -> Result<bool, RelayError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let Relay {
+            channels, events, ..
+        } = self;
+        let Some(Slot::Open(ch)) = channels.get_mut(&channel.0) else {
+            return Ok(false);
+        };
+        match ch.set_filter(filter, events) {
+            Ok(()) => Ok(true),
+            Err(fault) => {
+                let e = RelayError::channel(Side::Downstream, channel, fault);
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
     /// Queues the gateway's own text for the client's stderr on `channel` (a notice such as
     /// "held for approval" while a request waits for its decision). It goes after what is already
     /// queued toward the client, is not counted against upstream's window, and is dropped once
@@ -612,7 +670,7 @@ impl Relay {
     }
 
     /// Checks the flow-control bookkeeping of every channel: for each side, the bytes it sent
-    /// that are still buffered plus its remaining window plus what is owed back to it by
+    /// that are still buffered (queued, or held back by the channel's filter) plus its remaining window plus what is owed back to it by
     /// WINDOW_ADJUST add up to exactly the window we advertised, so the buffer can never exceed
     /// that window. For tests and fuzzing; O(buffered bytes).
     ///
@@ -624,10 +682,15 @@ impl Relay {
             for side in [Side::Downstream, Side::Upstream] {
                 let leg = ch.leg(side);
                 let buffered = u64::try_from(ch.leg(side.other()).buffered()).unwrap_or(u64::MAX);
-                let total = buffered + u64::from(leg.recv_window) + u64::from(leg.unadjusted);
+                let held = match &ch.filter {
+                    Filter::Active(f) => u64::try_from(f.held(side)).unwrap_or(u64::MAX),
+                    _ => 0,
+                };
+                let total =
+                    buffered + held + u64::from(leg.recv_window) + u64::from(leg.unadjusted);
                 if total != u64::from(leg.recv_window_max) {
                     return Err(format!(
-                        "channel {id}, from {side}: buffered {buffered} + window {} + unadjusted {} != advertised {}",
+                        "channel {id}, from {side}: buffered {buffered} + held by the filter {held} + window {} + unadjusted {} != advertised {}",
                         leg.recv_window, leg.unadjusted, leg.recv_window_max
                     ));
                 }
@@ -661,21 +724,19 @@ impl Relay {
             Message::WindowAdjust { recipient, bytes } => {
                 self.with_channel(from, recipient, |ch| ch.on_window_adjust(from, bytes))
             }
-            Message::Data { recipient, data } => {
-                self.with_channel(from, recipient, |ch| ch.on_data(from, None, data))
-            }
+            Message::Data { recipient, data } => self.channel_data(from, recipient, None, data),
             Message::ExtendedData {
                 recipient,
                 data_type,
                 data,
-            } => self.with_channel(from, recipient, |ch| {
+            } => {
                 if data_type == EXTENDED_DATA_STDERR {
-                    ch.on_data(from, Some(data_type), data)
+                    self.channel_data(from, recipient, Some(data_type), data)
                 } else {
                     // OpenSSH (channels.c) ignores other types, without window accounting.
-                    ch.check_inbound(from)
+                    self.with_channel(from, recipient, |ch| ch.check_inbound(from))
                 }
-            }),
+            }
             Message::Eof { recipient } => self.with_channel(from, recipient, |ch| ch.on_eof(from)),
             Message::Close { recipient } => {
                 self.with_channel(from, recipient, |ch| ch.on_close(from))?;
@@ -702,6 +763,27 @@ impl Relay {
             Some(Slot::Open(ch)) => {
                 f(ch).map_err(|fault| RelayError::channel(from, ChannelId(recipient), fault))
             }
+            _ => Err(RelayError::UnknownChannel {
+                from,
+                channel: recipient,
+            }),
+        }
+    }
+
+    fn channel_data(
+        &mut self,
+        from: Side,
+        recipient: u32,
+        ext: Option<u32>,
+        data: &[u8],
+    ) -> Result<(), RelayError> {
+        let Relay {
+            channels, events, ..
+        } = self;
+        match channels.get_mut(&recipient) {
+            Some(Slot::Open(ch)) => ch
+                .on_data(from, ext, data, events)
+                .map_err(|fault| RelayError::channel(from, ChannelId(recipient), fault)),
             _ => Err(RelayError::UnknownChannel {
                 from,
                 channel: recipient,
@@ -1086,8 +1168,14 @@ impl Relay {
             Side::Downstream => [opener, target],
             Side::Upstream => [target, opener],
         };
-        self.channels
-            .insert(c.recipient, Slot::Open(Box::new(OpenChannel { id, legs })));
+        self.channels.insert(
+            c.recipient,
+            Slot::Open(Box::new(OpenChannel {
+                id,
+                legs,
+                filter: Filter::None,
+            })),
+        );
         self.events.push_back(Event::Opened { channel: id });
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! | 0, 1 | u16 length (big-endian), then that many payload bytes | [`Relay::handle`] from the client (0) or upstream (1) |
 //! | 2, 3 | one byte n | up to n+1 [`Relay::poll_transmit`] to the client (2) or upstream (3) |
 //! | 4 | one byte: low 4 bits pick a pending decision, high bits the verdict (0 allow, 1 deny, 2 deny with message, 3 hold) | [`Relay::decide`] |
-//! | 5 | one byte: a channel number | [`Relay::close_channel`] |
+//! | 5 | one byte: a channel number (low 7 bits); high bit clear: [`Relay::close_channel`], set: [`Relay::set_filter`] with a read-only SFTP filter | close or filter a channel |
 //! | 6 | one byte: even client, odd upstream | [`Relay::send_keepalive`] |
 //! | 7 | none | drain both directions completely |
 //!
@@ -94,7 +94,17 @@ pub fn run(script: &[u8]) -> Outcome {
                     break;
                 };
                 rest = tail;
-                relay.close_channel(super::relay::ChannelId(u32::from(id)));
+                let channel = super::relay::ChannelId(u32::from(id & 0x7f));
+                if id & 0x80 == 0 {
+                    relay.close_channel(channel);
+                } else if let Err(e) = relay.set_filter(
+                    channel,
+                    Box::new(super::filter::SftpFilter::new(
+                        super::sftp::SftpMode::ReadOnly,
+                    )),
+                ) {
+                    error.get_or_insert(e);
+                }
             }
             6 => {
                 let Some((&side, tail)) = rest.split_first() else {
@@ -188,6 +198,7 @@ mod tests {
                 kind: ChannelRequestKind::Exec { command: b"ls" },
             }),
         );
+        let sftp = sftp_read_only(&open, &confirm);
         let allow = vec![4, 0x00];
         let deny_msg = vec![4, 0x20];
         let up = vec![3, 255];
@@ -328,7 +339,74 @@ mod tests {
             ("denied_exec.bin", denied_exec),
             ("globals.bin", globals),
             ("small_window.bin", window),
+            ("sftp_read_only_filter.bin", sftp),
         ]
+    }
+
+    /// A session whose `subsystem sftp` gets the read-only filter (op 5 with the high bit), then
+    /// SFTP traffic both ways: INIT, a REMOVE (refused) and an OPEN for reading split across two
+    /// DATA messages, and the server's VERSION and STATUS.
+    fn sftp_read_only(open: &[u8], confirm: &[u8]) -> Vec<u8> {
+        use super::super::wire::Writer;
+        fn packet(kind: u8, fields: impl FnOnce(&mut Writer)) -> Vec<u8> {
+            let mut body = Writer::message(kind);
+            fields(&mut body);
+            let mut w = Writer::new();
+            w.string(body.as_bytes());
+            w.into_bytes()
+        }
+        let data = |side: u8, bytes: &[u8]| {
+            handle(
+                side,
+                Message::Data {
+                    recipient: 0,
+                    data: bytes,
+                },
+            )
+        };
+        let subsystem = handle(
+            0,
+            Message::ChannelRequest(ChannelRequest {
+                recipient: 0,
+                want_reply: true,
+                kind: ChannelRequestKind::Subsystem { name: b"sftp" },
+            }),
+        );
+        let client: Vec<u8> = [
+            packet(1, |w| {
+                w.u32(3);
+            }),
+            packet(13, |w| {
+                w.u32(7).string(b"/etc/passwd");
+            }),
+            packet(3, |w| {
+                w.u32(8).string(b"/etc/hostname").u32(1).u32(0);
+            }),
+        ]
+        .concat();
+        let server: Vec<u8> = [
+            packet(2, |w| {
+                w.u32(3);
+            }),
+            packet(101, |w| {
+                w.u32(8).u32(2).string(b"no").string(b"en");
+            }),
+        ]
+        .concat();
+        let (first, second) = client.split_at(20);
+        [
+            open.to_vec(),
+            vec![4, 0, 7],
+            confirm.to_vec(),
+            subsystem,
+            vec![5, 0x80, 4, 0, 7],
+            data(0, first),
+            data(0, second),
+            vec![7],
+            data(1, &server),
+            vec![7],
+        ]
+        .concat()
     }
 
     #[test]

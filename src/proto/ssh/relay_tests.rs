@@ -1305,3 +1305,6 @@ fn relay_throughput() {
         );
     }
 }
+
+#[path = "relay_filter_tests.rs"]
+mod filter;

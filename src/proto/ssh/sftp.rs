@@ -765,6 +765,16 @@ impl SftpSession {
         }
     }
 
+    /// Client bytes held back: the start of a packet not complete yet.
+    pub fn client_held(&self) -> usize {
+        self.client.buffered()
+    }
+
+    /// Server bytes held back: the start of a packet not complete yet.
+    pub fn server_held(&self) -> usize {
+        self.server.buffered()
+    }
+
     fn fail(&mut self, e: SftpError) -> SftpError {
         self.failed = Some(e);
         e
