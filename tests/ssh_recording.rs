@@ -546,7 +546,10 @@ fn full_disk_ends_the_session_and_says_why() {
         "the client is told: {}",
         describe(&out)
     );
-    let audit = rig.wait_audit(&["\"kind\":\"recording_failed\""]);
+    let audit = rig.wait_audit(&[
+        "\"kind\":\"recording_failed\"",
+        "\"kind\":\"session_closed\"",
+    ]);
     let failed = events(&audit, "recording_failed");
     assert!(
         failed[0].contains("\"action\":\"session closed\""),
@@ -641,7 +644,10 @@ fn killed_session_finishes_its_recording() {
         assert!(Instant::now() < deadline, "session not ended by the revoke");
         thread::sleep(Duration::from_millis(100));
     }
-    let audit = rig.wait_audit(&["\"kind\":\"recording_finished\""]);
+    let audit = rig.wait_audit(&[
+        "\"kind\":\"recording_finished\"",
+        "\"kind\":\"session_closed\"",
+    ]);
     // The recording ends before the session's closing event.
     let finished = audit.find("\"kind\":\"recording_finished\"").unwrap();
     let closed = audit.find("\"kind\":\"session_closed\"").unwrap();
