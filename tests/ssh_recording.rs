@@ -656,3 +656,63 @@ fn killed_session_finishes_its_recording() {
     let replayed = asciinema_cat(&files[0]);
     assert!(replayed.contains("before-the-kill-6"), "{replayed:?}");
 }
+
+#[test]
+fn multiplexed_sessions_on_one_connection_get_their_own_files() {
+    require_tools();
+    let rig = Rig::start("", "");
+    let sock = rig.work.join("mux.sock");
+    let sock_opt = format!("ControlPath={}", sock.display());
+    // A master connection in the background (-f after login), then two sessions through it, one
+    // after the other: the second reuses the first one's channel number.
+    let status = Command::new("ssh")
+        .args(rig.ssh_args("ERROR"))
+        .args(["-o", "ControlMaster=yes", "-o", &sock_opt, "-f", "-N"])
+        .arg("web@127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ssh master did not start");
+    for n in [1, 2] {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-tt")
+            .args(rig.ssh_args("ERROR"))
+            .args(["-o", "ControlMaster=no", "-o", &sock_opt])
+            .arg("web@127.0.0.1")
+            .env("TERM", "vt100");
+        let script = format!("echo mux-$((40+{n}))\nexit\n");
+        let out = run_with_timeout(&mut cmd, Some(script.as_bytes()), COMMAND_TIMEOUT);
+        assert!(
+            stdout(&out).contains(&format!("mux-{}", 40 + n)),
+            "session {n}: {}",
+            describe(&out)
+        );
+    }
+    let _ = Command::new("ssh")
+        .args(rig.ssh_args("ERROR"))
+        .args(["-o", &sock_opt, "-O", "exit"])
+        .arg("web@127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let audit = rig.wait_audit(&["\"kind\":\"session_closed\""]);
+    assert_eq!(events(&audit, "session_opened").len(), 1, "{audit}");
+    let started = events(&audit, "recording_started");
+    assert_eq!(started.len(), 2, "{audit}");
+    assert!(
+        started.iter().all(|l| l.contains("\"channel\":0,")),
+        "the channel number was reused: {audit}"
+    );
+    let files = rig.recordings();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for (n, file) in files.iter().enumerate() {
+        assert!(file.display().to_string().ends_with(&format!("-{n}.cast")));
+        let replayed = asciinema_cat(file);
+        assert!(
+            replayed.contains(&format!("mux-{}", 41 + n)),
+            "{replayed:?}"
+        );
+    }
+}

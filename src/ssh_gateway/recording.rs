@@ -1,6 +1,9 @@
 //! Terminal recordings of SSH sessions: every shell channel, and every exec channel with a pty,
-//! is recorded as one asciicast v2 file, `<data_dir>/recordings/<session>-<channel>.cast`
-//! (written by [`crate::record::Recorder`]; replay with `asciinema play FILE`).
+//! is recorded as one asciicast v2 file, `<data_dir>/recordings/<session>-<n>.cast` (written by
+//! [`crate::record::Recorder`]; replay with `asciinema play FILE`). `n` counts the session's
+//! recordings from 0, so it is the channel number for a plain `ssh host`; it is not the channel
+//! number itself because the relay reuses a closed channel's number (a multiplexed connection
+//! opening one session after another), and a recording is never overwritten.
 //!
 //! Exec channels without a pty are not recorded: they are machine traffic (rsync, scp, git,
 //! scripts) whose output is often binary and large, which asciicast encodes at several times its
@@ -274,6 +277,8 @@ pub(super) struct Recordings {
     channels: HashMap<ChannelId, Channel>,
     reports: Vec<Report>,
     halted: Option<&'static str>,
+    /// The number of the session's next recording file.
+    next_file: u32,
     /// Masked bytes of the current event.
     scratch: Vec<u8>,
 }
@@ -288,6 +293,7 @@ impl Recordings {
             channels: HashMap::new(),
             reports: Vec::new(),
             halted: None,
+            next_file: 0,
             scratch: Vec::new(),
         }
     }
@@ -387,14 +393,14 @@ impl Observer for Recordings {
         let created = Recorder::create(
             &plan.data_dir,
             &self.session,
-            channel.0,
+            self.next_file,
             &header,
             plan.options.clone(),
         );
         let recorder = match created {
             Ok(r) => r,
             Err(e) => {
-                let path = recording_path(&plan.data_dir, &self.session, channel.0)
+                let path = recording_path(&plan.data_dir, &self.session, self.next_file)
                     .ok()
                     .map(|p| p.display().to_string());
                 let event = self
@@ -409,6 +415,7 @@ impl Observer for Recordings {
                 };
             }
         };
+        self.next_file = self.next_file.saturating_add(1);
         let event = self
             .event("recording_started", channel)
             .str("path", recorder.path().display().to_string())

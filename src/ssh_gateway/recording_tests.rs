@@ -98,8 +98,9 @@ fn field<'a>(ev: &'a AuditEvent, key: &str) -> Option<&'a Value> {
     ev.fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
+/// The session's first recording.
 fn cast(dir: &Path) -> String {
-    fs::read_to_string(dir.join("recordings/s1-3.cast")).unwrap()
+    fs::read_to_string(dir.join("recordings/s1-0.cast")).unwrap()
 }
 
 #[test]
@@ -128,7 +129,7 @@ fn records_a_shell_with_the_pty_size_and_term_in_the_header() {
     assert!(lines[0].contains("\"title\": \"alice@web\""), "{text}");
     assert_eq!(lines[1], "[0.250000, \"o\", \"$ ls\\r\\n\"]");
     assert_eq!(lines[2], "[0.500000, \"r\", \"120x40\"]");
-    let mode = fs::metadata(tmp.0.join("recordings/s1-3.cast"))
+    let mode = fs::metadata(tmp.0.join("recordings/s1-0.cast"))
         .unwrap()
         .permissions()
         .mode();
@@ -148,7 +149,7 @@ fn exec_without_a_pty_is_not_recorded_and_exec_with_one_is() {
     rec.output(ChannelId(1), t0, b"binary");
     rec.finish(ChannelId(1), t0);
     assert!(settle(&mut rec).is_empty());
-    assert!(!tmp.0.join("recordings/s1-1.cast").exists());
+    assert!(!tmp.0.join("recordings").exists());
 
     rec.pty(CH, size(80, 24), b"vt100");
     let Started::Recording { event } = rec.start(CH, t0, Some("top -b -n 1"), &plan) else {
@@ -211,7 +212,7 @@ fn refuses_the_channel_when_the_recording_cannot_be_created() {
 fn refuses_to_overwrite_an_existing_recording() {
     let tmp = TempDir::new("exists");
     fs::create_dir_all(tmp.0.join("recordings")).unwrap();
-    fs::write(tmp.0.join("recordings/s1-3.cast"), b"earlier").unwrap();
+    fs::write(tmp.0.join("recordings/s1-0.cast"), b"earlier").unwrap();
     let plan = plan(&tmp.0, false, Vec::new());
     let mut rec = recordings();
     assert!(matches!(
@@ -343,4 +344,31 @@ fn channels_not_recorded_are_ignored() {
     rec.finish(ChannelId(9), Instant::now());
     assert!(settle(&mut rec).is_empty());
     assert!(!tmp.0.join("recordings").exists());
+}
+
+#[test]
+fn a_reused_channel_number_gets_a_new_file() {
+    let tmp = TempDir::new("reuse");
+    let plan = plan(&tmp.0, false, Vec::new());
+    let mut rec = recordings();
+    let t0 = Instant::now();
+    for (n, text) in [(0, "first"), (1, "second")] {
+        // The relay numbers a channel again once it is closed on both sides.
+        let Started::Recording { event } = rec.start(CH, t0, None, &plan) else {
+            panic!("recording {n} refused");
+        };
+        let path = tmp.0.join(format!("recordings/s1-{n}.cast"));
+        assert_eq!(
+            event
+                .fields
+                .iter()
+                .find(|(k, _)| *k == "path")
+                .map(|(_, v)| v),
+            Some(&Value::Str(path.display().to_string()))
+        );
+        rec.output(CH, t0, text.as_bytes());
+        rec.finish(CH, t0);
+        settle(&mut rec);
+        assert!(fs::read_to_string(&path).unwrap().contains(text));
+    }
 }
