@@ -27,7 +27,9 @@
 //!
 //! When `[[mask]]` rules with detectors apply to the identity on the target, recorded output
 //! (and input, when recorded) passes through their [`StreamMasker`]s first, so what the
-//! detectors find is never written to the file. The client's own terminal is not masked.
+//! detectors find is never written to the file. The client's own terminal is not masked: the
+//! relay reports output as it hands it to the client's transport, so masking what the client
+//! sees needs a filter inside the relay, ahead of the transmit.
 //! A stream masker holds back up to a few KiB to see whole matches; an interactive terminal goes
 //! quiet with bytes held, so after [`MASK_IDLE`] without data the held bytes are decided and
 //! recorded, timed at the last data. A secret typed (and echoed) with pauses longer than that is
