@@ -69,7 +69,7 @@ impl Policy {
 
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    /// Where the redb store, the control socket and (later) recordings live.
+    /// Where the redb store, the control socket and the SSH recordings (`recordings/`) live.
     pub data_dir: PathBuf,
     /// Base URL used in approval links.
     pub public_url: Option<String>,

@@ -17,6 +17,8 @@
 //!
 //! [`finish`]: StreamMasker::finish
 
+use std::ops::Deref;
+
 use regex_automata::meta;
 
 use super::{Hit, Masker};
@@ -25,8 +27,11 @@ use super::{Hit, Masker};
 const MIN_STEP: usize = 4096;
 
 /// A stream being masked with one [`Masker`]. Feed it chunks; collect the output.
-pub struct StreamMasker<'a> {
-    masker: &'a Masker,
+///
+/// `M` is how the stream holds its masker: `&Masker` for a stream that lives inside one call,
+/// `Arc<Masker>` for one that lives as long as an SSH channel (a terminal recording).
+pub struct StreamMasker<M: Deref<Target = Masker>> {
+    masker: M,
     cache: meta::Cache,
     /// Bytes not yet dropped: one byte of look-behind, then bytes not yet decided.
     buf: Vec<u8>,
@@ -36,7 +41,7 @@ pub struct StreamMasker<'a> {
     emitted: usize,
 }
 
-impl std::fmt::Debug for StreamMasker<'_> {
+impl<M: Deref<Target = Masker>> std::fmt::Debug for StreamMasker<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamMasker")
             .field("held", &self.held())
@@ -44,11 +49,12 @@ impl std::fmt::Debug for StreamMasker<'_> {
     }
 }
 
-impl<'a> StreamMasker<'a> {
-    pub fn new(masker: &'a Masker) -> Self {
+impl<M: Deref<Target = Masker>> StreamMasker<M> {
+    pub fn new(masker: M) -> Self {
+        let cache = masker.re.create_cache();
         StreamMasker {
             masker,
-            cache: masker.re.create_cache(),
+            cache,
             buf: Vec::new(),
             pos: 0,
             emitted: 0,

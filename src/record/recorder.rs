@@ -62,7 +62,10 @@ impl Default for RecordOptions {
 /// A filter may hold bytes back (a masker needs a look-ahead to see a whole secret) and must give
 /// them up in [`finish`](OutputFilter::finish). Closures `FnMut(&[u8], &mut Vec<u8>)` are filters
 /// that hold nothing back.
-pub trait OutputFilter: Send {
+///
+/// `Sync` because a recorder lives in the SSH session, which the session's task holds by
+/// reference across awaits (so the session, and everything in it, must be `Sync`).
+pub trait OutputFilter: Send + Sync {
     /// Appends the filtered form of `input` to `out`.
     fn filter(&mut self, input: &[u8], out: &mut Vec<u8>);
 
@@ -72,7 +75,7 @@ pub trait OutputFilter: Send {
     }
 }
 
-impl<F: FnMut(&[u8], &mut Vec<u8>) + Send> OutputFilter for F {
+impl<F: FnMut(&[u8], &mut Vec<u8>) + Send + Sync> OutputFilter for F {
     fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self(input, out);
     }

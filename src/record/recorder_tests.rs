@@ -360,9 +360,10 @@ fn write_error_is_returned_and_sticky() {
 }
 
 #[test]
-fn recorder_can_move_between_threads() {
-    // The gateway's connection tasks may run on any executor thread.
-    fn assert_send<T: Send>() {}
-    assert_send::<Recorder>();
-    assert_send::<super::Encoder>();
+fn recorder_can_move_between_threads_and_be_shared() {
+    // The gateway's connection tasks may run on any executor thread, and hold the session (which
+    // owns its recorders) by reference across awaits.
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Recorder>();
+    assert_send_sync::<super::Encoder>();
 }

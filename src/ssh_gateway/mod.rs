@@ -12,11 +12,13 @@
 //! - `session`: the relay loop, decisions, approvals, audit.
 //! - `sftp_audit`: which SFTP operations are audited.
 //! - `observe`: the recording hook.
+//! - `recording`: asciicast recordings of shells and pty execs, fail closed.
 
 mod auth;
 mod conn;
 pub mod host_key;
 mod observe;
+mod recording;
 mod session;
 mod sftp_audit;
 

@@ -32,7 +32,8 @@ use smol::Timer;
 
 use super::auth::Login;
 use super::conn::{Conn, ConnError};
-use super::observe::{NoRecording, Observer};
+use super::observe::Observer;
+use super::recording::{self, Recordings};
 use crate::approval::{self, ApprovalRequest, NewRequest, Outcome};
 use crate::audit::Event as AuditEvent;
 use crate::config::{Action, Identity, SftpAccess, SshTarget, Target};
@@ -120,6 +121,7 @@ impl Session {
         login: Login,
         client: SocketAddr,
     ) -> Session {
+        let observer = Box::new(Recordings::new(&id, &login.identity.name, &target.name));
         Session {
             gw,
             id,
@@ -129,7 +131,7 @@ impl Session {
             client,
             channels: HashMap::new(),
             held: Vec::new(),
-            observer: Box::new(NoRecording),
+            observer,
             last_activity: Instant::now(),
         }
     }
@@ -169,6 +171,11 @@ impl Session {
         let idle_timeout = self.gw.loaded().policy.gateway.idle_timeout;
         self.last_activity = Instant::now();
         let ending = loop {
+            // A recording that can't go on ends the session before anything more is relayed.
+            recording::report(&mut *self.observer, &self.gw.audit).await;
+            if let Some(why) = self.observer.halted() {
+                break why.to_owned();
+            }
             // Relay output into the transports, and the relay's events.
             let now = Instant::now();
             if let Err(e) = pump(&mut relay, &mut down, Side::Downstream, now)
@@ -192,6 +199,7 @@ impl Session {
                 down.transport.poll_timeout(),
                 up.transport.poll_timeout(),
                 idle_deadline,
+                self.observer.poll_timeout(),
             ]
             .into_iter()
             .flatten()
@@ -240,6 +248,7 @@ impl Session {
                             );
                         }
                     }
+                    self.observer.handle_timeout(now);
                     if let Err(e) = down.transport.handle_timeout(now) {
                         break format!("client transport: {e}");
                     }
@@ -274,7 +283,9 @@ impl Session {
         // finish what it was handed, so channel ends are audited with their byte counts.
         let now = Instant::now();
         let _ = pump(&mut relay, &mut up, Side::Upstream, now);
-        let _ = pump(&mut relay, &mut down, Side::Downstream, now);
+        if self.observer.halted().is_none() {
+            let _ = pump(&mut relay, &mut down, Side::Downstream, now);
+        }
         while let Some(ev) = relay.poll_event() {
             if !matches!(ev, Event::Decide(_)) {
                 self.on_relay_event(&mut relay, ev).await;
@@ -299,6 +310,8 @@ impl Session {
                 let _ = self.gw.audit.record(ev).await;
             }
         }
+        self.observer.end(Instant::now());
+        recording::report(&mut *self.observer, &self.gw.audit).await;
         let description = if ending.starts_with("closed by the gateway") {
             format!("portcullis: {ending}")
         } else {
@@ -490,11 +503,13 @@ impl Session {
                     ChannelRequestKind::Shell => {
                         if ssh.shell_allowed(&identity) {
                             self.started(channel, "shell", None, None);
-                            self.audit_durable(
-                                self.base_event("ssh_shell")
-                                    .uint("channel", u64::from(channel.0)),
-                            )
-                            .await
+                            let verdict = self
+                                .audit_durable(
+                                    self.base_event("ssh_shell")
+                                        .uint("channel", u64::from(channel.0)),
+                                )
+                                .await;
+                            self.recorded(verdict, channel, None).await
                         } else {
                             self.audit_refused("shell", "shell", "shell = \"deny\"")
                                 .await;
@@ -549,7 +564,8 @@ impl Session {
                             .await;
                         Verdict::Deny
                     }
-                    ChannelRequestKind::PtyReq { .. } => {
+                    ChannelRequestKind::PtyReq { term, size, .. } => {
+                        self.observer.pty(channel, size, term);
                         if let Some(c) = self.channels.get_mut(&channel) {
                             c.pty = true;
                         }
@@ -612,6 +628,31 @@ impl Session {
         }
     }
 
+    /// A shell or exec allowed so far (`verdict`) starts its recording; refused if it can't be
+    /// recorded (see `recording::start`).
+    async fn recorded(
+        &mut self,
+        verdict: Verdict,
+        channel: ChannelId,
+        command: Option<&str>,
+    ) -> Verdict {
+        if verdict != Verdict::Allow {
+            return verdict;
+        }
+        let identity = self
+            .current()
+            .map_or_else(|| self.identity.clone(), |(_, identity, ..)| identity);
+        recording::start(
+            &mut *self.observer,
+            &self.gw,
+            &identity,
+            &self.target.name,
+            channel,
+            command,
+        )
+        .await
+    }
+
     async fn audit_refused(&self, what: &'static str, name: &str, why: &str) {
         let ev = self
             .base_event("ssh_refused")
@@ -651,6 +692,7 @@ impl Session {
         match decision.action {
             Action::Allow => {
                 let verdict = self.audit_durable(ev).await;
+                let verdict = self.recorded(verdict, channel, Some(&text)).await;
                 if verdict == Verdict::Allow {
                     self.started(channel, "exec", Some(text), decision.rule);
                 }
@@ -793,6 +835,7 @@ impl Session {
             .str("command", text.clone())
             .str("rule", label.clone());
         let verdict = self.audit_durable(ev).await;
+        let verdict = self.recorded(verdict, channel, Some(&text)).await;
         if verdict == Verdict::Allow {
             self.started(channel, "exec", Some(text), Some(label));
         }
