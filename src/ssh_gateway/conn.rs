@@ -15,7 +15,7 @@ use crate::proto::ssh::msg::DisconnectReason;
 use crate::proto::ssh::transport::{Event, Transport, TransportError};
 
 /// Bytes read from the socket at once.
-pub(super) const READ_CHUNK: usize = 32 * 1024;
+pub(super) const READ_CHUNK: usize = 256 * 1024;
 
 /// Why a leg ended.
 #[derive(Debug)]

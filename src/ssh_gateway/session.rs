@@ -166,6 +166,7 @@ impl Session {
             ..RelayConfig::default()
         });
         let mut timer = Timer::never();
+        let mut armed: Option<Instant> = None;
         // `idle_timeout`: no channel data either way (keepalives don't count) and no command
         // waiting for approval, for this long, ends the session.
         let idle_timeout = self.gw.loaded().policy.gateway.idle_timeout;
@@ -204,11 +205,15 @@ impl Session {
             .into_iter()
             .flatten()
             .min();
-            match deadline {
-                Some(at) => {
-                    timer.set_at(at);
+            // Re-arming the timer costs a trip through the reactor: only when the deadline moved.
+            if deadline != armed {
+                armed = deadline;
+                match deadline {
+                    Some(at) => {
+                        timer.set_at(at);
+                    }
+                    None => timer = Timer::never(),
                 }
-                None => timer = Timer::never(),
             }
             let wake = std::future::poll_fn(|cx| {
                 poll_wake(

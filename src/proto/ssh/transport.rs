@@ -469,6 +469,8 @@ pub struct Transport {
     rx: Vec<u8>,
     rx_start: usize,
     tx: Vec<u8>,
+    /// Bytes of `tx` already written (dropped in bulk, not one write at a time).
+    tx_start: usize,
     sealer: PacketSealer,
     opener: PacketOpener,
     /// Payloads held back while a key exchange runs (RFC 4253 §7.1), in order.
@@ -481,7 +483,7 @@ impl fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("role", &self.role)
             .field("closed", &self.state.is_err())
-            .field("pending_output", &self.tx.len())
+            .field("pending_output", &self.pending_output().len())
             .finish_non_exhaustive()
     }
 }
@@ -515,6 +517,7 @@ impl Transport {
             peer_version: Vec::new(),
             rx: Vec::new(),
             rx_start: 0,
+            tx_start: 0,
             tx,
             sealer: PacketSealer::new(),
             opener: PacketOpener::new(),
@@ -580,12 +583,21 @@ impl Transport {
 
     /// Bytes waiting to be written to the socket.
     pub fn pending_output(&self) -> &[u8] {
-        &self.tx
+        self.tx.get(self.tx_start..).unwrap_or_default()
     }
 
-    /// Drops the first `n` bytes of [`Transport::pending_output`] (those written).
+    /// Drops the first `n` bytes of [`Transport::pending_output`] (those written). The buffer is
+    /// compacted only when it empties or its written part dominates, so a large backlog written
+    /// in many small writes isn't moved once per write.
     pub fn consume_output(&mut self, n: usize) {
-        self.tx.drain(..n.min(self.tx.len()));
+        self.tx_start = (self.tx_start + n).min(self.tx.len());
+        if self.tx_start == self.tx.len() {
+            self.tx.clear();
+            self.tx_start = 0;
+        } else if self.tx_start >= 64 * 1024 && self.tx_start * 2 >= self.tx.len() {
+            self.tx.drain(..self.tx_start);
+            self.tx_start = 0;
+        }
     }
 
     /// Sends a message of the layers above (first byte 50 or more). While a key exchange is

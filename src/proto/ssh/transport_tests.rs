@@ -661,6 +661,7 @@ fn replace_client_kexinit(pair: &mut Pair, edit: impl FnOnce(&mut KexInit)) {
         panic!("client already past the version exchange");
     };
     client.tx.clear();
+    client.tx_start = 0;
     client.sealer = PacketSealer::new();
     client.tx.extend_from_slice(&client.our_version.clone());
     client.tx.extend_from_slice(b"\r\n");
