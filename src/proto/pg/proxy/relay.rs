@@ -71,6 +71,14 @@ struct Judging {
     verdict: LocalFuture<(Verdict, Vec<u8>)>,
 }
 
+/// Client messages whose handling in `Session::on_client_message` has no await point (Bind,
+/// Sync, Close, Describe, Flush, CopyData/CopyDone/CopyFail): the extended protocol's and COPY's
+/// hot path, handled without boxing a future or copying the message. Keep in sync with that
+/// function: a message listed here that did wait would end the session with an internal error.
+fn never_waits(tag: u8) -> bool {
+    matches!(tag, b'B' | b'S' | b'C' | b'D' | b'H' | b'd' | b'c' | b'f')
+}
+
 /// What the worker should watch for this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Interest {
@@ -338,9 +346,34 @@ impl SessionRelay {
                 Err(e) => break Err(fatal("08P01", format!("invalid message from client: {e}"))),
             };
             let (tag, len) = (frame.tag, frame.len);
+            moved = true;
+            if never_waits(tag) {
+                // Handled in place: no boxed future, no copy of the message.
+                let in_place =
+                    std::pin::pin!(self.session.on_client_message(tag, &buf[pos..pos + len]));
+                let step = match in_place.poll(cx) {
+                    Poll::Ready(Verdict::Forward) => {
+                        self.to_up.extend_from_slice(&buf[pos..pos + len]);
+                        Ok(())
+                    }
+                    Poll::Ready(Verdict::Replace(bytes)) => {
+                        self.to_up.extend_from_slice(&bytes);
+                        Ok(())
+                    }
+                    Poll::Ready(Verdict::Fatal(msg)) => Err(fatal("08P01", msg)),
+                    Poll::Ready(Verdict::Hold(_)) | Poll::Pending => Err(fatal(
+                        "08P01",
+                        format!("internal: message {:?} had to wait", char::from(tag)),
+                    )),
+                };
+                pos += len;
+                if let Err(e) = step {
+                    break Err(e);
+                }
+                continue;
+            }
             let whole = buf[pos..pos + len].to_vec();
             pos += len;
-            moved = true;
             let session = self.session.clone();
             let mut verdict: LocalFuture<(Verdict, Vec<u8>)> = Box::pin(async move {
                 let v = session.on_client_message(tag, &whole).await;
