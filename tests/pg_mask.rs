@@ -83,6 +83,10 @@ fn policy(pg: &PgCluster, port: u16) -> String {
          kind = \"human\"\n\
          roles = [\"dba\"]\n\n\
          [[identity]]\n\
+         name = \"carol\"\n\
+         kind = \"human\"\n\
+         roles = [\"analyst\"]\n\n\
+         [[identity]]\n\
          name = \"ci-bot\"\n\
          kind = \"service\"\n\
          owner = \"alice\"\n\
@@ -113,6 +117,11 @@ fn policy(pg: &PgCluster, port: u16) -> String {
          targets = [\"db\"]\n\
          who = [\"role:ci\"]\n\
          columns = [\"*.ssn\", \"*.pin\", \"public.staff.salary\"]\n\
+         detectors = [\"email\", \"card\", \"aws_key\"]\n\
+         strategy = \"redact\"\n\n\
+         [[mask]]\n\
+         targets = [\"db\"]\n\
+         who = [\"role:analyst\"]\n\
          detectors = [\"email\", \"card\", \"aws_key\"]\n\
          strategy = \"redact\"\n",
         upstream = toml_str(&pg.addr()),
@@ -411,6 +420,36 @@ fn copy_to_stdout_is_refused_where_columns_are_masked() {
     let out = env.psql("alice", &["-At", "-c", "copy people to stdout"]);
     assert_ok(&out, "alice's copy to stdout");
     assert_eq!(stdout(&out).lines().count(), 3);
+}
+
+#[test]
+fn copy_to_stdout_is_masked_by_detectors() {
+    // carol's rule names no columns, only detectors: COPY TO runs, and its rows are scanned.
+    let env = Env::start();
+    let out = env.psql("carol", &["-At", "-c", "copy people to stdout"]);
+    assert_ok(&out, "carol's copy to stdout");
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for raw in [
+        "alice.smith@example.com",
+        "bob.jones@example.net",
+        "carol@example.org",
+        "4111 1111 1111 1111",
+        "5500-0000-0000-0004",
+        "340000000000009",
+        "AKIAIOSFODNN7EXAMPLE",
+    ] {
+        assert!(!text.contains(raw), "{raw} came through COPY:\n{text}");
+    }
+    assert!(
+        text.contains("[redacted:email]") && text.contains("[redacted:aws_key]"),
+        "{text}"
+    );
+    // Values no detector of hers looks for are untouched (the rule names no columns).
+    assert!(
+        text.contains("123-45-6789") && text.contains("no personal data here"),
+        "{text}"
+    );
 }
 
 #[test]
