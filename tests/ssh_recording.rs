@@ -9,21 +9,21 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod ssh_rig;
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    describe, free_port, run_with_timeout, stderr, stdout, unique_temp_dir, wait_for_port, Gateway,
+    describe, free_port, run_with_timeout, stderr, stdout, unique_temp_dir, Gateway,
     COMMAND_TIMEOUT,
 };
-
-const SSHD: &str = "/usr/sbin/sshd";
+use ssh_rig::{keygen, Sshd, SSHD};
 
 fn require(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")
@@ -43,80 +43,6 @@ fn require_tools() {
     );
     require("asciinema", "asciinema");
     require("script", "bsdutils");
-}
-
-fn keygen(path: &Path, comment: &str) -> String {
-    let out = run_with_timeout(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-            .arg(path),
-        None,
-        COMMAND_TIMEOUT,
-    );
-    assert!(out.status.success(), "ssh-keygen: {}", describe(&out));
-    fs::read_to_string(path.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// A throwaway sshd on 127.0.0.1 that accepts only `authorized` for every user.
-struct Sshd {
-    dir: PathBuf,
-    port: u16,
-    child: Child,
-    /// `ssh-ed25519 AAAA...` (no comment): what a target's `host_key` pins.
-    host_key: String,
-}
-
-impl Sshd {
-    fn start(authorized: &str) -> Sshd {
-        let dir = unique_temp_dir("sshd");
-        fs::create_dir_all("/run/sshd").unwrap();
-        let host_key_line = keygen(&dir.join("host_key"), "target-host");
-        let host_key = host_key_line
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        fs::write(dir.join("authorized_keys"), format!("{authorized}\n")).unwrap();
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
-             UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PidFile {d}/sshd.pid\nPermitRootLogin yes\n",
-            d = dir.display()
-        );
-        fs::write(dir.join("sshd_config"), config).unwrap();
-        let log = fs::File::create(dir.join("sshd.log")).unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawning sshd");
-        assert!(
-            wait_for_port(port, Duration::from_secs(10)),
-            "sshd did not listen: {}",
-            fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
-        );
-        Sshd {
-            dir,
-            port,
-            child,
-            host_key,
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// sshd + gateway + a client key registered for identity "alice".
