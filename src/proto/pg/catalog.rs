@@ -23,6 +23,10 @@ pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most tables resolved in one query (a RowDescription has at most 1,664 columns).
 const MAX_OIDS: usize = 1664;
 
+/// Most catalog rows accepted for one query: a table has at most 1,600 columns (PostgreSQL's
+/// MaxHeapAttributeNumber), so more rows than this means the answer is not what was asked.
+const MAX_ROWS: usize = MAX_OIDS * 1600;
+
 /// Most cached tables per gateway (each a few hundred bytes); the oldest half goes when full.
 const MAX_CACHED: usize = 10_000;
 
@@ -126,6 +130,9 @@ impl Catalog {
                 Err(e) => break Err(format!("catalog answer: {e}")),
             };
             match msg.tag {
+                b'D' if rows.len() >= MAX_ROWS => {
+                    break Err("catalog answer: more rows than the tables can have".to_string())
+                }
                 b'D' => match parse_row(&msg.body) {
                     Some(row) => rows.push(row),
                     None => break Err("catalog answer: malformed row".to_string()),
