@@ -947,6 +947,37 @@ fn read_only_session_refuses_writes_and_lifting() {
 }
 
 #[test]
+fn messages_larger_than_the_relay_buffers_pass_both_ways() {
+    // A 3 MB DataRow down and a 3 MB Query up: larger than the relay's 1 MiB pending buffers,
+    // within max_message_size; each must be read whole before it can be handled.
+    let env = Env::start(Upstream::Require);
+    let token = env.token("alice");
+    let out = env.gw.psql_via_args(
+        env.port,
+        "alice",
+        "db",
+        &token,
+        "disable",
+        &["-At", "-c", "select repeat('x', 3000000)"],
+        None,
+    );
+    assert_ok(&out, "3 MB result");
+    assert_eq!(stdout(&out).trim_end().len(), 3_000_000);
+    let big = format!("select length('{}')", "y".repeat(3_000_000));
+    let out = env.gw.psql_via_stdin(
+        env.port,
+        "alice",
+        "db",
+        &token,
+        "require",
+        "",
+        big.as_bytes(),
+    );
+    assert_ok(&out, "3 MB query");
+    assert!(stdout(&out).contains("3000000"), "{}", describe(&out));
+}
+
+#[test]
 fn copy_in_and_out_work() {
     let env = Env::start(Upstream::Require);
     let token = env.token("alice");

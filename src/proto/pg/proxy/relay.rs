@@ -166,12 +166,18 @@ impl SessionRelay {
                 ..Interest::default()
             };
         }
+        // A buffer over the cap is still read while it holds no whole message: one message may
+        // be up to `max_message_size`, and nothing can be handled until it is complete.
+        let max_body = self.session.max_body;
+        let room = |buf: &[u8]| {
+            buf.len() < MAX_PENDING || matches!(codec::split_frame(buf, max_body), Ok(None))
+        };
         let client_read = !self.client_eof
             && if self.held.is_some() {
                 // Keep reading to see the client leave; buffer what it pipelines, up to a cap.
-                self.legs.client_buf.len() <= self.session.max_body
+                self.legs.client_buf.len() <= max_body
             } else {
-                self.to_up.len() < MAX_PENDING && self.legs.client_buf.len() < MAX_PENDING
+                self.to_up.len() < MAX_PENDING && room(&self.legs.client_buf)
             };
         Interest {
             client_read,
@@ -179,7 +185,7 @@ impl SessionRelay {
             up_read: !self.up_eof
                 && self.auditing.is_none()
                 && self.to_client.len() < MAX_PENDING
-                && self.legs.up_buf.len() < MAX_PENDING,
+                && room(&self.legs.up_buf),
             up_write: self.legs.up.wants_write(&self.to_up),
         }
     }
