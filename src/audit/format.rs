@@ -16,21 +16,50 @@ const RESERVED: [&str; 4] = ["seq", "ts", "kind", "prev"];
 
 /// Appends `s` as a JSON string (with quotes). Escapes `"` and `\`, every control character
 /// (U+0000..U+001F, U+007F) and U+2028/U+2029, so a line never contains a raw newline.
+///
+/// Runs of bytes that need no escape are copied as one slice: this is on the audit writer's path
+/// for every statement, and a statement's text is mostly such a run.
 pub fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+    let bytes = s.as_bytes();
+    let mut run_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        // U+2028 and U+2029 are E2 80 A8 / E2 80 A9 in UTF-8; every other byte that needs an
+        // escape is ASCII, so a multi-byte character is never split here.
+        let escape: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0x00..=0x1f | 0x7f => Some(""),
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+            {
+                Some("")
             }
-            c => out.push(c),
+            _ => None,
+        };
+        let Some(escape) = escape else {
+            i += 1;
+            continue;
+        };
+        // `run_start..i` ends before an ASCII byte or the start of a character: a boundary.
+        out.push_str(&s[run_start..i]);
+        if escape.is_empty() {
+            let c = s[i..].chars().next().map_or(0, u32::from);
+            let _ = write!(out, "\\u{c:04x}");
+            i += if b == 0xe2 { 3 } else { 1 };
+        } else {
+            out.push_str(escape);
+            i += 1;
         }
+        run_start = i;
     }
+    out.push_str(&s[run_start..]);
     out.push('"');
 }
 
@@ -57,33 +86,36 @@ fn push_value(out: &mut String, v: &Value) {
         }
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Null => out.push_str("null"),
-        Value::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().take(MAX_LIST_ITEMS).enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_str(out, &capped(item));
-            }
-            if items.len() > MAX_LIST_ITEMS {
-                out.push(',');
-                let more = format!("...[{} more]", items.len() - MAX_LIST_ITEMS);
-                push_json_str(out, &more);
-            }
-            out.push(']');
-        }
+        Value::List(items) => push_list(out, items),
+        Value::Shared(s) => push_json_str(out, &capped(s)),
+        Value::Names(items) => push_list(out, items),
     }
+}
+
+fn push_list<S: AsRef<str>>(out: &mut String, items: &[S]) {
+    out.push('[');
+    for (i, item) in items.iter().take(MAX_LIST_ITEMS).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, &capped(item.as_ref()));
+    }
+    if items.len() > MAX_LIST_ITEMS {
+        out.push(',');
+        let more = format!("...[{} more]", items.len() - MAX_LIST_ITEMS);
+        push_json_str(out, &more);
+    }
+    out.push(']');
 }
 
 /// The line of event number `seq`, stamped `ts_ms` (unix milliseconds), chained to `prev` (the
 /// SHA-256 of the previous line; zeros for the first).
 pub fn line(seq: u64, ts_ms: u64, ev: &Event, prev: &[u8; 32]) -> String {
-    let mut out = String::with_capacity(160);
-    let _ = write!(
-        out,
-        "{{\"seq\":{seq},\"ts\":\"{}\",\"kind\":",
-        rfc3339_millis(ts_ms)
-    );
+    // Sized for a typical statement line, so the common case never reallocates.
+    let mut out = String::with_capacity(512);
+    let _ = write!(out, "{{\"seq\":{seq},\"ts\":\"");
+    push_rfc3339_millis(&mut out, ts_ms);
+    out.push_str("\",\"kind\":");
     push_json_str(&mut out, ev.kind);
     for (k, v) in &ev.fields {
         out.push(',');
@@ -96,7 +128,7 @@ pub fn line(seq: u64, ts_ms: u64, ev: &Event, prev: &[u8; 32]) -> String {
         push_value(&mut out, v);
     }
     out.push_str(",\"prev\":\"");
-    out.push_str(&hex(prev));
+    push_hex(&mut out, prev);
     out.push_str("\"}");
     out
 }
@@ -127,22 +159,32 @@ pub fn line_prev(line: &str) -> Option<&str> {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
+    push_hex(&mut s, bytes);
     s
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 /// RFC 3339 UTC with milliseconds: `2026-11-27T09:30:00.123Z`.
 pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let mut s = String::with_capacity(24);
+    push_rfc3339_millis(&mut s, unix_ms);
+    s
+}
+
+fn push_rfc3339_millis(out: &mut String, unix_ms: u64) {
     let ms = unix_ms % 1000;
     let secs = unix_ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     let (y, mo, d) = civil_from_days(secs / 86_400);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z");
 }
 
 /// Year, month, day of `days` after 1970-01-01 (proleptic Gregorian), after Howard Hinnant's

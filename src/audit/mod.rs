@@ -41,6 +41,10 @@ pub enum Value {
     Bool(bool),
     Null,
     List(Vec<String>),
+    /// A string shared by many events (a session's id, identity, target): no copy per event.
+    Shared(Arc<str>),
+    /// A list of names known at compile time (statement kinds, flags): no allocation per item.
+    Names(Vec<&'static str>),
 }
 
 /// One audit event: a kind (`"session_start"`, `"statement"`, `"token_issued"`, ...) and named
@@ -83,6 +87,16 @@ impl Event {
     pub fn opt_str(mut self, k: &'static str, v: Option<impl Into<String>>) -> Event {
         self.fields
             .push((k, v.map_or(Value::Null, |s| Value::Str(s.into()))));
+        self
+    }
+    /// A string shared with other events (see [`Value::Shared`]).
+    pub fn shared(mut self, k: &'static str, v: &Arc<str>) -> Event {
+        self.fields.push((k, Value::Shared(Arc::clone(v))));
+        self
+    }
+    /// A list of static names (see [`Value::Names`]).
+    pub fn names(mut self, k: &'static str, v: impl IntoIterator<Item = &'static str>) -> Event {
+        self.fields.push((k, Value::Names(v.into_iter().collect())));
         self
     }
     /// `null` when `None`.

@@ -561,3 +561,73 @@ fn many_records_from_many_threads_all_land_in_order() {
     eprintln!("20001 events in {elapsed:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The escaper as first written (one `char` at a time): the reference the fast one must match.
+fn escape_reference(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[test]
+fn json_escaper_matches_the_char_by_char_reference() {
+    let pieces = [
+        "",
+        "a",
+        "select 1",
+        "\"",
+        "\\",
+        "\n",
+        "\r",
+        "\t",
+        "\0",
+        "\u{1}",
+        "\u{1f}",
+        "\u{7f}",
+        "\u{80}",
+        "\u{2027}",
+        "\u{2028}",
+        "\u{2029}",
+        "\u{202a}",
+        "\u{e000}",
+        "é",
+        "😀",
+        "€",
+        "\u{2028}\u{2029}",
+        " ",
+        "'",
+    ];
+    // Every string of up to three pieces: escapes at the start, the end, side by side, and
+    // next to multi-byte characters that share U+2028's lead byte (E2) but are not it.
+    let mut checked = 0;
+    for a in pieces {
+        for b in pieces {
+            for c in pieces {
+                let s = format!("{a}{b}{c}");
+                let mut fast = String::new();
+                super::format::push_json_str(&mut fast, &s);
+                assert_eq!(fast, escape_reference(&s), "input {s:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, pieces.len().pow(3));
+    // Appends to what is already there.
+    let mut out = String::from("x");
+    super::format::push_json_str(&mut out, "a\"b");
+    assert_eq!(out, "x\"a\\\"b\"");
+}

@@ -28,7 +28,8 @@ use crate::policy::kinds::{Flags, KindSet};
 /// the in-flight queue.
 #[derive(Debug)]
 pub struct Classified {
-    pub text: String,
+    /// Shared with every audit event about the statement (one per Execute of a prepared one).
+    pub text: Arc<str>,
     pub kinds: KindSet,
     pub tables: Vec<String>,
     pub flags: Flags,
@@ -412,7 +413,7 @@ mod tests {
 
     fn info(text: &str) -> Arc<Classified> {
         Arc::new(Classified {
-            text: text.to_string(),
+            text: text.into(),
             kinds: KindSet::one(StmtKind::Select),
             tables: vec![],
             flags: Flags::empty(),
@@ -454,7 +455,7 @@ mod tests {
         p.on_backend(&frame(b'Z', b"T"), t, &mut out, &mut done)
             .unwrap();
         assert_eq!(done.len(), 2);
-        assert_eq!(done[0].info.text, "select 1");
+        assert_eq!(&*done[0].info.text, "select 1");
         assert_eq!(done[1].rows, Some(3));
         assert_eq!(p.txn_status, b'T');
         assert_eq!(p.in_flight(), 0);
@@ -519,7 +520,7 @@ mod tests {
             .unwrap();
         p.on_backend(&frame(b'C', b"SELECT 1\0"), t, &mut out, &mut done)
             .unwrap();
-        assert_eq!(done[2].info.text, "c");
+        assert_eq!(&*done[2].info.text, "c");
     }
 
     #[test]

@@ -260,12 +260,18 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     counters.sessions_total.fetch_add(1, Ordering::Relaxed);
     counters.sessions_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGauge(counters.clone());
+    let audit_ids = AuditIds {
+        session: session_id.as_str().into(),
+        identity: identity.name.as_str().into(),
+        target: target.name.as_str().into(),
+        token: token.id.as_str().into(),
+    };
     let session = Session {
         gw: gw.clone(),
+        audit_ids,
         id: session_id.clone(),
         identity,
         target,
-        token_id: token.id.clone(),
         read_only,
         pipeline: Mutex::new(pipeline),
         tables: Mutex::new(Tables::default()),
@@ -395,12 +401,20 @@ enum Verdict {
     Hold(Box<hold::Hold>),
 }
 
+struct AuditIds {
+    session: Arc<str>,
+    identity: Arc<str>,
+    target: Arc<str>,
+    token: Arc<str>,
+}
+
 pub(crate) struct Session {
     gw: Arc<Gateway>,
     id: String,
     identity: Identity,
     target: Target,
-    token_id: String,
+    /// The session's names as every audit event carries them, allocated once.
+    audit_ids: AuditIds,
     read_only: bool,
     pipeline: Mutex<Pipeline>,
     tables: Mutex<Tables>,
@@ -466,14 +480,6 @@ fn lexer_safe(kinds: KindSet, flags: Flags) -> bool {
         })
 }
 
-fn kind_names(kinds: KindSet) -> Vec<String> {
-    kinds.iter().map(|k| k.as_str().to_string()).collect()
-}
-
-fn flag_names(flags: Flags) -> Vec<String> {
-    flags.names().map(str::to_string).collect()
-}
-
 impl Session {
     fn bump(&self, f: impl FnOnce(&mut Stats)) {
         f(&mut lock(&self.stats));
@@ -487,12 +493,22 @@ impl Session {
             .unwrap_or_else(|| text.to_string())
     }
 
+    /// [`Session::audit_text`] for a classified statement's text: shared, not copied, when
+    /// nothing is masked (every Execute of a prepared statement audits the same text).
+    fn audit_text_shared(&self, text: &Arc<str>) -> Arc<str> {
+        match lock(&self.pipeline).mask_for_audit(text) {
+            Some(masked) => masked.into(),
+            None => Arc::clone(text),
+        }
+    }
+
     fn base_event(&self, kind: &'static str) -> Event {
+        let ids = &self.audit_ids;
         Event::new(kind)
-            .str("session", self.id.clone())
-            .str("identity", self.identity.name.clone())
-            .str("target", self.target.name.clone())
-            .str("token", self.token_id.clone())
+            .shared("session", &ids.session)
+            .shared("identity", &ids.identity)
+            .shared("target", &ids.target)
+            .shared("token", &ids.token)
     }
 
     async fn audit_completion(&self, c: Completion) {
@@ -503,10 +519,10 @@ impl Session {
         let mut ev = self
             .base_event("statement")
             .str("protocol", c.info.protocol)
-            .str("text", self.audit_text(&c.info.text))
-            .list("kinds", kind_names(c.info.kinds))
+            .shared("text", &self.audit_text_shared(&c.info.text))
+            .names("kinds", c.info.kinds.iter().map(StmtKind::as_str))
             .list("tables", c.info.tables.clone())
-            .list("flags", flag_names(c.info.flags))
+            .names("flags", c.info.flags.names())
             .str("decision", "allow")
             .opt_str("rule", c.info.rule.clone())
             .bool("executed", c.executed)
@@ -593,7 +609,8 @@ impl Session {
                             Arc::new(Classified {
                                 text: format!(
                                     "EXECUTE {statement} -- bound through the extended protocol"
-                                ),
+                                )
+                                .into(),
                                 kinds: p.kinds,
                                 tables: p.tables.clone(),
                                 flags: p.flags,
@@ -723,9 +740,9 @@ impl Session {
                 .base_event("statement_refused")
                 .str("protocol", protocol)
                 .str("text", self.audit_text(piece))
-                .list("kinds", kind_names(j.stmt.kinds))
+                .names("kinds", j.stmt.kinds.iter().map(StmtKind::as_str))
                 .list("tables", j.stmt.tables.clone())
-                .list("flags", flag_names(j.stmt.flags))
+                .names("flags", j.stmt.flags.names())
                 .str("decision", j.decision.action.as_str())
                 .opt_str("rule", j.decision.rule.clone())
                 .opt_str("message", j.decision.message.clone());
@@ -744,8 +761,8 @@ impl Session {
         let ev = self
             .base_event("statement_intent")
             .str("protocol", info.protocol)
-            .str("text", self.audit_text(&info.text))
-            .list("kinds", kind_names(info.kinds))
+            .shared("text", &self.audit_text_shared(&info.text))
+            .names("kinds", info.kinds.iter().map(StmtKind::as_str))
             .list("tables", info.tables.clone())
             .opt_str("rule", info.rule.clone());
         self.gw.audit.record_durable(ev).await.is_ok()
@@ -836,7 +853,7 @@ impl Session {
             });
             let piece = text.get(j.stmt.span.clone()).unwrap_or(&text).to_string();
             infos.push(Arc::new(Classified {
-                text: piece,
+                text: piece.into(),
                 kinds: j.stmt.kinds,
                 tables: j.stmt.tables,
                 flags: j.stmt.flags,
@@ -916,7 +933,7 @@ impl Session {
             rule = rule.or(j.decision.rule);
         }
         let info = Arc::new(Classified {
-            text,
+            text: text.into(),
             kinds,
             tables,
             flags,
@@ -994,7 +1011,7 @@ impl Session {
         }
         let rule = judged.into_iter().next().and_then(|j| j.decision.rule);
         let info = Arc::new(Classified {
-            text,
+            text: text.into(),
             kinds: KindSet::one(StmtKind::FastPath),
             tables: Vec::new(),
             flags: Flags::empty(),

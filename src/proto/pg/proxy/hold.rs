@@ -87,7 +87,7 @@ impl Session {
         params: Vec<Option<Vec<u8>>>,
         rule: HoldRule,
     ) -> Verdict {
-        let text = info.text.clone();
+        let text = info.text.to_string();
         self.submit(text, params, rule.rule, Then::Execute { info }, true, false)
             .await
     }
