@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use super::observe::{Observer, Report, Started};
 use crate::audit::{Audit, Event as AuditEvent};
 use crate::config::Identity;
-use crate::mask::{Masker, StreamMasker};
+use crate::mask::{self, Masker};
 use crate::proto::ssh::connection::TerminalSize;
 use crate::proto::ssh::relay::{ChannelId, Verdict};
 use crate::record::{recording_path, Header, Outcome, RecordError, RecordOptions, Recorder};
@@ -118,50 +118,35 @@ struct Pty {
     term: String,
 }
 
-/// One stream (output or input) through every applicable masker in turn.
+/// One recorded stream (output or input) through every applicable masker in turn, with the time
+/// of its last data for the idle release.
 struct MaskChain {
-    stages: Vec<StreamMasker<Arc<Masker>>>,
+    chain: mask::MaskChain,
     /// When the stream last received data.
     last: Instant,
 }
 
 impl MaskChain {
     fn new(masks: &[Arc<Masker>], now: Instant) -> Option<MaskChain> {
-        if masks.is_empty() {
-            return None;
-        }
         Some(MaskChain {
-            stages: masks.iter().cloned().map(StreamMasker::new).collect(),
+            chain: mask::MaskChain::new(masks)?,
             last: now,
         })
     }
 
     fn held(&self) -> usize {
-        self.stages.iter().map(StreamMasker::held).sum()
+        self.chain.held()
     }
 
     /// Appends to `out` what is decided once `input` is added.
     fn feed(&mut self, input: &[u8], at: Instant, out: &mut Vec<u8>) {
         self.last = at;
-        let mut carry = input.to_vec();
-        for stage in &mut self.stages {
-            let mut next = Vec::new();
-            stage.feed(&carry, &mut next);
-            carry = next;
-        }
-        out.extend_from_slice(&carry);
+        self.chain.feed(input, out);
     }
 
     /// Decides everything held (the end of a segment, see the module docs) and appends it.
     fn finish(&mut self, out: &mut Vec<u8>) {
-        let mut carry = Vec::new();
-        for stage in &mut self.stages {
-            let mut next = Vec::new();
-            stage.feed(&carry, &mut next);
-            stage.finish(&mut next);
-            carry = next;
-        }
-        out.extend_from_slice(&carry);
+        self.chain.finish(out);
     }
 
     /// When the held bytes are released if nothing more arrives.
