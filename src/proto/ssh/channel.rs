@@ -408,6 +408,11 @@ pub(super) struct OpenChannel {
     /// Bytes of data handed to the filter so far, per sending side (tells the caller when a
     /// filtered stream last moved, for the idle flush).
     pub(super) filter_fed: [u64; 2],
+    /// Requests that end a side's output (exit-status, exit-signal, eow) that arrived while the
+    /// filter held some of that output: they go out right after it, when it is released.
+    /// Flushing at the request instead would split the stream: sshd sends exit-status as soon as
+    /// the command exits, while more of its output may still wait for window.
+    pub(super) deferred: VecDeque<Item>,
 }
 
 impl OpenChannel {
@@ -532,27 +537,60 @@ impl OpenChannel {
             return Ok(());
         }
         self.filter = Filter::Active(filter);
-        let queue = &mut self.leg_mut(Side::Upstream).queue;
+        // The client's plain data waiting to go upstream, and everything queued behind its first
+        // piece (an EOF, a CLOSE, requests), are taken out; the data goes through the filter and
+        // the rest is queued again behind the filter's output, in order. Data is only ever
+        // queued while the leg is open, so it is open again for the filter's output.
+        let leg = self.leg_mut(Side::Upstream);
+        let Some(first) = leg.queue.iter().position(|item| {
+            matches!(
+                item,
+                Item::Data {
+                    ext: None,
+                    relayed: true,
+                    ..
+                }
+            )
+        }) else {
+            return Ok(());
+        };
+        let tail: Vec<Item> = leg.queue.drain(first..).collect();
         let mut waiting = Vec::new();
+        let mut rest = Vec::new();
         // Unfiltered data holds exactly its length of the client's window, so handing the bytes
         // to the filter as fresh input keeps the bookkeeping exact.
-        queue.retain_mut(|item| match item {
-            Item::Data {
-                ext: None,
-                bytes,
-                relayed: true,
-                ..
-            } => {
-                waiting.extend(bytes.drain(..));
-                false
+        for item in tail {
+            match item {
+                Item::Data {
+                    ext: None,
+                    bytes,
+                    relayed: true,
+                    ..
+                } => waiting.extend(bytes),
+                other => rest.push(other),
             }
-            _ => true,
-        });
-        if waiting.is_empty() {
-            Ok(())
-        } else {
-            self.run_filter(Side::Downstream, FilterCall::Data(&waiting), events)
         }
+        if leg.outbound == Outbound::Eof || leg.outbound == Outbound::CloseQueued {
+            leg.outbound = Outbound::Open;
+        }
+        self.run_filter(Side::Downstream, FilterCall::Data(&waiting), events)?;
+        for item in rest {
+            self.push(Side::Upstream, item)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a request from the other side of `to` that ends that side's output: after what the
+    /// filter holds of it, if anything (see [`OpenChannel::deferred`]).
+    pub(super) fn push_after_filtered(&mut self, to: Side, item: Item) -> Result<(), ChannelFault> {
+        if self.filter_held(to.other()) == 0 {
+            return self.push(to, item);
+        }
+        if self.deferred.len() >= MAX_QUEUED_ITEMS {
+            return Err(ChannelFault::QueueFull);
+        }
+        self.deferred.push_back(item);
+        Ok(())
     }
 
     /// Asks the filter to release what it holds from `from` (idle, or the stream ends) and
@@ -683,6 +721,18 @@ impl OpenChannel {
         if self.leg(from).filter_backlog() > MAX_FILTER_BACKLOG {
             return Err(ChannelFault::QueueFull);
         }
+        if kept == 0 && from == Side::Upstream {
+            // Everything before the deferred requests is out: they follow now.
+            self.release_deferred()?;
+        }
+        Ok(())
+    }
+
+    /// Queues the deferred requests (they only ever come from upstream) toward the client.
+    fn release_deferred(&mut self) -> Result<(), ChannelFault> {
+        while let Some(item) = self.deferred.pop_front() {
+            self.push(Side::Downstream, item)?;
+        }
         Ok(())
     }
 
@@ -712,6 +762,10 @@ impl OpenChannel {
             Inbound::Closed => return Err(ChannelFault::AfterClose),
         }
         self.flush_filter(from, events)?;
+        if from == Side::Upstream {
+            // Whatever the filter still holds is an incomplete unit that no data completes now.
+            self.release_deferred()?;
+        }
         self.leg_mut(from).inbound = Inbound::Eof;
         self.push(from.other(), Item::Eof)
     }
@@ -725,6 +779,9 @@ impl OpenChannel {
     ) -> Result<(), ChannelFault> {
         self.check_inbound(from)?;
         self.flush_filter(from, events)?;
+        if from == Side::Upstream {
+            self.release_deferred()?;
+        }
         let to = from.other();
         // Requests the other side sent that wait for a decision before going to the closing
         // side: refused. Requests the closing side sent that are still held: dropped.

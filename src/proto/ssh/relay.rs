@@ -363,6 +363,10 @@ pub struct FilterHold {
     /// Bytes its filter has been given so far, both ways: when this stops changing, the stream
     /// is quiet.
     pub fed: u64,
+    /// Relayed data bytes queued on the channel, waiting for a reader's window or socket. While
+    /// there are any, a quiet stream is not idle: the sender is held back by our reader, and more
+    /// of the same output (perhaps the rest of a secret) follows once the reader catches up.
+    pub queued: usize,
 }
 
 /// Where a channel is in its life, for introspection.
@@ -606,9 +610,9 @@ impl Relay {
     }
 
     /// The channels whose filter holds bytes back (a masker's tail), each with how many bytes
-    /// its filter has been given so far. The relay has no clock: the caller notes when that count
-    /// last changed and, once a channel has been quiet long enough, calls
-    /// [`Relay::flush_filter`] for it. Held bytes are also released, without the caller, before
+    /// its filter has been given so far and how many wait for a reader. The relay has no clock:
+    /// the caller notes when that count last changed and, once a channel has been quiet long
+    /// enough with nothing waiting, calls [`Relay::flush_filter`] for it. Held bytes are also released, without the caller, before
     /// the sender's EOF, CLOSE and exit status are forwarded.
     pub fn filters_holding(&self) -> impl Iterator<Item = FilterHold> + '_ {
         self.channels.iter().filter_map(|(id, slot)| match slot {
@@ -620,6 +624,7 @@ impl Relay {
                 (held > 0).then(|| FilterHold {
                     channel: ChannelId(*id),
                     fed: ch.filter_fed.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+                    queued: ch.legs.iter().map(|leg| leg.queued_bytes()).sum(),
                 })
             }
             _ => None,
@@ -1265,6 +1270,7 @@ impl Relay {
                 legs,
                 filter: Filter::None,
                 filter_fed: [0, 0],
+                deferred: VecDeque::new(),
             })),
         );
         self.events.push_back(Event::Opened { channel: id });
@@ -1346,8 +1352,8 @@ impl Relay {
             Route::Decide => Some(self.ticket(Scope::Request(req.recipient))),
             _ => None,
         };
-        // The server's exit status (and end of writes) follow all of its output: a filter's
-        // held bytes are released before them.
+        // The server's exit status (and end of writes) follow all of its output: behind a
+        // filter's held bytes, they wait for their release.
         let ends_output = from == Side::Upstream
             && matches!(
                 req.kind,
@@ -1390,21 +1396,19 @@ impl Relay {
                 }
             }
             Route::Forward(note) => {
-                if ends_output {
-                    ch.flush_filter(from, events).map_err(fault)?;
-                }
                 if want_reply {
                     ch.leg_mut(from).owed.push_back(Owed::Relayed);
                 }
-                ch.push(
-                    to,
-                    Item::Request {
-                        payload: payload.to_vec(),
-                        want_reply,
-                        note,
-                    },
-                )
-                .map_err(fault)?;
+                let item = Item::Request {
+                    payload: payload.to_vec(),
+                    want_reply,
+                    note,
+                };
+                if ends_output {
+                    ch.push_after_filtered(to, item).map_err(fault)?;
+                } else {
+                    ch.push(to, item).map_err(fault)?;
+                }
             }
             Route::Decide => {
                 let Some(ticket) = ticket else {

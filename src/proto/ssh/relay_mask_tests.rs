@@ -284,3 +284,59 @@ fn large_output_streams_through_without_a_flush_and_is_masked_exactly() {
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "masked stream differs");
 }
+
+#[test]
+fn exit_status_amid_output_is_not_a_split_point() {
+    // sshd sends exit-status when the command exits, while more of its output may still wait
+    // for window: the address spanning the exit-status is still found whole.
+    let mut h = Harness::new();
+    let id = masked_exec(&mut h, Strategy::Redact, 2 * MIB);
+    h.send(UP, data(id, b"x ivy@exa"));
+    h.send(UP, exit_status(id, 0));
+    assert_eq!(
+        h.take(DOWN),
+        vec![],
+        "exit-status waits behind the held output"
+    );
+    h.send(UP, data(id, b"mple.org\n"));
+    h.send(UP, Message::Eof { recipient: id });
+    let down = h.take(DOWN);
+    assert_eq!(down.len(), 3, "{down:?}");
+    assert_eq!(down[0], Got::Data(0, b"x [redacted:email]\n".to_vec()));
+    assert_eq!(exit_status_of(&down[1]), Some(0));
+    assert_eq!(down[2], Got::Eof(0));
+}
+
+#[test]
+fn exit_status_behind_held_output_follows_an_idle_flush() {
+    let mut h = Harness::new();
+    let id = masked_exec(&mut h, Strategy::Redact, 2 * MIB);
+    h.send(UP, data(id, b"done jo@example.net"));
+    h.send(UP, exit_status(id, 7));
+    h.relay.flush_filter(ChannelId(id)).unwrap();
+    let down = h.take(DOWN);
+    assert_eq!(down.len(), 2, "{down:?}");
+    assert_eq!(down[0], Got::Data(0, b"done [redacted:email]".to_vec()));
+    assert_eq!(exit_status_of(&down[1]), Some(7));
+}
+
+#[test]
+fn input_and_eof_sent_before_the_shell_was_allowed_keep_their_order() {
+    // `ssh -tt host < script`: the client sends the script and its EOF before the gateway has
+    // decided the shell; installing the filter must not strand the data behind the EOF.
+    let mut h = Harness::new();
+    let id = h.open_session(0, 100);
+    h.send(DOWN, request(id, true, ChannelRequestKind::Shell));
+    let d = h.decision();
+    h.send(DOWN, data(id, b"echo hi\nexit\n"));
+    h.send(DOWN, Message::Eof { recipient: id });
+    let filter = MaskFilter::new(&[masker(Strategy::Redact)]).unwrap();
+    assert!(h.relay.set_filter(ChannelId(id), Box::new(filter)).unwrap());
+    h.relay.check_invariants().unwrap();
+    h.relay.decide(d.ticket(), Verdict::Allow).unwrap();
+    let up = h.take(UP);
+    assert_eq!(up.len(), 3, "{up:?}");
+    assert!(matches!(&up[0], Got::Request { name, .. } if name == "shell"));
+    assert_eq!(up[1], Got::Data(100, b"echo hi\nexit\n".to_vec()));
+    assert_eq!(up[2], Got::Eof(100));
+}
