@@ -365,9 +365,14 @@ fn masked_identity_recording_lacks_the_planted_address() {
     let rig = Rig::start("", "[[mask]]\nwho = [\"alice\"]\ndetectors = [\"email\"]\n");
     let script = b"printf 'contact: %s\\n' planted.secret@example.com\nexit\n";
     let out = rig.shell_piped("ERROR", script);
-    // The client's own terminal is not masked.
+    // The client's own terminal is masked too (tests/ssh_mask.rs covers that in depth).
     assert!(
-        stdout(&out).contains("contact: planted.secret@example.com"),
+        stdout(&out).contains("contact: [redacted:email]"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        !stdout(&out).contains("planted.secret"),
         "{}",
         describe(&out)
     );

@@ -26,7 +26,7 @@
 mod detectors;
 mod stream;
 
-pub use stream::StreamMasker;
+pub use stream::{MaskChain, StreamMasker};
 
 use std::fmt;
 use std::ops::Range;

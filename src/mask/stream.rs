@@ -127,3 +127,65 @@ impl<M: Deref<Target = Masker>> StreamMasker<M> {
         self.emitted -= cut;
     }
 }
+
+/// One stream through several maskers in turn (every `[[mask]]` rule that applies, in policy
+/// order): what the first releases is fed to the second, and so on. Used for an SSH channel's
+/// live output (the relay's mask filter) and for what a terminal recording writes.
+///
+/// Each stage holds back its own tail, so the chain holds at most the sum of the stages' bounds.
+/// No clock: the caller decides when the stream is idle and calls [`MaskChain::finish`].
+#[derive(Debug)]
+pub struct MaskChain {
+    stages: Vec<StreamMasker<std::sync::Arc<Masker>>>,
+}
+
+impl MaskChain {
+    /// A chain through `masks`, in order; None when there is nothing to mask with.
+    pub fn new(masks: &[std::sync::Arc<Masker>]) -> Option<MaskChain> {
+        if masks.is_empty() {
+            return None;
+        }
+        Some(MaskChain {
+            stages: masks.iter().cloned().map(StreamMasker::new).collect(),
+        })
+    }
+
+    /// Bytes fed but not yet released (by any stage).
+    pub fn held(&self) -> usize {
+        self.stages.iter().map(StreamMasker::held).sum()
+    }
+
+    /// Feeds `input` and appends to `out` what is now decided.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let Some((first, rest)) = self.stages.split_first_mut() else {
+            out.extend_from_slice(input);
+            return;
+        };
+        if rest.is_empty() {
+            // The common case (one rule applies): no intermediate copy.
+            first.feed(input, out);
+            return;
+        }
+        let mut carry = Vec::new();
+        first.feed(input, &mut carry);
+        for stage in rest {
+            let mut next = Vec::new();
+            stage.feed(&carry, &mut next);
+            carry = next;
+        }
+        out.extend_from_slice(&carry);
+    }
+
+    /// Ends a segment (see [`StreamMasker::finish`]): decides everything held, in every stage, and
+    /// appends it to `out`. Feeding may go on afterwards.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let mut carry = Vec::new();
+        for stage in &mut self.stages {
+            let mut next = Vec::new();
+            stage.feed(&carry, &mut next);
+            stage.finish(&mut next);
+            carry = next;
+        }
+        out.extend_from_slice(&carry);
+    }
+}

@@ -25,11 +25,13 @@
 //!
 //! # Masks
 //!
-//! When `[[mask]]` rules with detectors apply to the identity on the target, recorded output
-//! (and input, when recorded) passes through their [`StreamMasker`]s first, so what the
-//! detectors find is never written to the file. The client's own terminal is not masked: the
-//! relay reports output as it hands it to the client's transport, so masking what the client
-//! sees needs a filter inside the relay, ahead of the transmit.
+//! When `[[mask]]` rules with detectors apply to the identity on the target, what is recorded
+//! is masked, so what the detectors find is never written to the file. Output is masked by the
+//! relay before the client sees it (the session puts a
+//! [`MaskFilter`](crate::proto::ssh::mask_filter::MaskFilter) into the channel's data path, and
+//! the relay reports output as it hands it on): the recording gets it masked already
+//! ([`Plan::output_masked_by_relay`]). Input, when recorded, passes through the plan's
+//! [`mask::MaskChain`] here.
 //! A stream masker holds back up to a few KiB to see whole matches; an interactive terminal goes
 //! quiet with bytes held, so after [`MASK_IDLE`] without data the held bytes are decided and
 //! recorded, timed at the last data. A secret typed (and echoed) with pauses longer than that is
@@ -43,7 +45,7 @@ use std::time::{Duration, Instant};
 use super::observe::{Observer, Report, Started};
 use crate::audit::{Audit, Event as AuditEvent};
 use crate::config::Identity;
-use crate::mask::{Masker, StreamMasker};
+use crate::mask::{self, Masker};
 use crate::proto::ssh::connection::TerminalSize;
 use crate::proto::ssh::relay::{ChannelId, Verdict};
 use crate::record::{recording_path, Header, Outcome, RecordError, RecordOptions, Recorder};
@@ -67,6 +69,8 @@ pub(super) struct Plan {
     options: RecordOptions,
     /// The maskers of the `[[mask]]` rules with detectors that apply, in policy order.
     masks: Vec<Arc<Masker>>,
+    /// Whether output reaches the recording masked already (by the relay's mask filter).
+    output_masked: bool,
 }
 
 impl Plan {
@@ -93,7 +97,21 @@ impl Plan {
                 ..RecordOptions::default()
             },
             masks,
+            output_masked: false,
         }
+    }
+
+    /// The maskers of the `[[mask]]` rules with detectors that apply, in policy order: the
+    /// session masks the channel's live output with them.
+    pub(super) fn masks(&self) -> &[Arc<Masker>] {
+        &self.masks
+    }
+
+    /// Says that the relay masks the channel's output before it is reported: the recording then
+    /// masks only input (masking the masked output again could mask a replacement).
+    pub(super) fn output_masked_by_relay(mut self) -> Plan {
+        self.output_masked = true;
+        self
     }
 
     #[cfg(test)]
@@ -102,6 +120,7 @@ impl Plan {
             data_dir,
             options,
             masks,
+            output_masked: false,
         }
     }
 }
@@ -118,50 +137,35 @@ struct Pty {
     term: String,
 }
 
-/// One stream (output or input) through every applicable masker in turn.
+/// One recorded stream (output or input) through every applicable masker in turn, with the time
+/// of its last data for the idle release.
 struct MaskChain {
-    stages: Vec<StreamMasker<Arc<Masker>>>,
+    chain: mask::MaskChain,
     /// When the stream last received data.
     last: Instant,
 }
 
 impl MaskChain {
     fn new(masks: &[Arc<Masker>], now: Instant) -> Option<MaskChain> {
-        if masks.is_empty() {
-            return None;
-        }
         Some(MaskChain {
-            stages: masks.iter().cloned().map(StreamMasker::new).collect(),
+            chain: mask::MaskChain::new(masks)?,
             last: now,
         })
     }
 
     fn held(&self) -> usize {
-        self.stages.iter().map(StreamMasker::held).sum()
+        self.chain.held()
     }
 
     /// Appends to `out` what is decided once `input` is added.
     fn feed(&mut self, input: &[u8], at: Instant, out: &mut Vec<u8>) {
         self.last = at;
-        let mut carry = input.to_vec();
-        for stage in &mut self.stages {
-            let mut next = Vec::new();
-            stage.feed(&carry, &mut next);
-            carry = next;
-        }
-        out.extend_from_slice(&carry);
+        self.chain.feed(input, out);
     }
 
     /// Decides everything held (the end of a segment, see the module docs) and appends it.
     fn finish(&mut self, out: &mut Vec<u8>) {
-        let mut carry = Vec::new();
-        for stage in &mut self.stages {
-            let mut next = Vec::new();
-            stage.feed(&carry, &mut next);
-            stage.finish(&mut next);
-            carry = next;
-        }
-        out.extend_from_slice(&carry);
+        self.chain.finish(out);
     }
 
     /// When the held bytes are released if nothing more arrives.
@@ -436,7 +440,11 @@ impl Observer for Recordings {
             Channel {
                 recorder,
                 started: at,
-                output_mask: MaskChain::new(&plan.masks, at),
+                output_mask: if plan.output_masked {
+                    None
+                } else {
+                    MaskChain::new(&plan.masks, at)
+                },
                 input_mask: if plan.options.record_input {
                     MaskChain::new(&plan.masks, at)
                 } else {
@@ -551,13 +559,11 @@ impl Observer for Recordings {
 pub(super) async fn start(
     observer: &mut dyn Observer,
     gw: &Gateway,
-    identity: &Identity,
-    target: &str,
+    plan: &Plan,
     channel: ChannelId,
     command: Option<&str>,
 ) -> Verdict {
-    let plan = Plan::current(gw, identity, target);
-    match observer.start(channel, Instant::now(), command, &plan) {
+    match observer.start(channel, Instant::now(), command, plan) {
         Started::NotRecorded => Verdict::Allow,
         Started::Recording { event } => match gw.audit.record_durable(event).await {
             Ok(_) => Verdict::Allow,

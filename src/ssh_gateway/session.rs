@@ -13,7 +13,10 @@
 //!
 //! SFTP channels get a [`SftpFilter`] in the relay's data path before their subsystem starts:
 //! it reports every packet for audit and, for `sftp = "read-only"`, answers write requests
-//! itself. A session the gateway ends (kill, idle) says why on every open channel's stderr
+//! itself. Shells and execs of an identity that `[[mask]]` rules with detectors apply to get a
+//! [`MaskFilter`] instead, so the client sees their output masked; the loop releases what the
+//! masker holds back once the channel has been quiet for [`LIVE_MASK_IDLE`]. Such an identity
+//! gets no `sftp` subsystem (masking would corrupt the files). A session the gateway ends (kill, idle) says why on every open channel's stderr
 //! before the DISCONNECT.
 
 use std::collections::HashMap;
@@ -40,6 +43,7 @@ use crate::config::{Action, Identity, SftpAccess, SshTarget, Target};
 use crate::policy::command::classify_bytes;
 use crate::proto::ssh::connection::{ChannelKind, ChannelRequestKind, GlobalRequestKind};
 use crate::proto::ssh::filter::{FilterNote, SftpFilter};
+use crate::proto::ssh::mask_filter::MaskFilter;
 use crate::proto::ssh::msg::DisconnectReason;
 use crate::proto::ssh::relay::{
     ChannelId, Decision, Event, Relay, RelayConfig, RelayError, Side, Subject, Ticket, Verdict,
@@ -52,6 +56,11 @@ use crate::server::{now_unix, Gateway};
 const HIGH_WATER: usize = 256 * 1024;
 /// Stop reading from a peer while this much is queued toward it (its own replies pile up).
 const READ_STOP: usize = 4 * 1024 * 1024;
+/// How long a masked channel's output must be quiet before the bytes its masker holds back are
+/// released to the client. Programs write a line or a screen in one burst, which arrives well
+/// within this; a secret split by a longer pause (typed slowly, echoed key by key) is seen in
+/// pieces and may not be found. Short, because it is what a key's echo waits for.
+const LIVE_MASK_IDLE: Duration = Duration::from_millis(30);
 /// Environment variables a client may pass (`SendEnv`); others are refused.
 fn env_allowed(name: &[u8]) -> bool {
     name == b"LANG" || name == b"TERM" || name.starts_with(b"LC_")
@@ -70,8 +79,79 @@ struct ChannelInfo {
     command: Option<String>,
     rule: Option<String>,
     pty: bool,
+    /// Its output passes through the mask filter.
+    masked: bool,
     exit_status: Option<u32>,
     exit_signal: Option<String>,
+}
+
+/// When masked channels' held output is due for release ([`LIVE_MASK_IDLE`] after their filter
+/// last got data, with none of their output still waiting for the client). The relay has no
+/// clock: this notes when the count of bytes each filter got ([`Relay::filters_holding`]) last
+/// changed.
+#[derive(Default)]
+struct IdleFlush {
+    /// Masked channels holding bytes: the count last seen, since when, and whether they were
+    /// flushed at that count already.
+    seen: HashMap<ChannelId, (u64, Instant, bool)>,
+    /// Where the timer was set for this: kept while the true deadline only moves later (the
+    /// timer then fires early once and is set again), so a busy stream does not re-arm the
+    /// timer at every turn.
+    wake: Option<Instant>,
+}
+
+impl IdleFlush {
+    /// Notes what the masked channels' filters hold at `now`; returns when to wake.
+    fn poll_timeout(
+        &mut self,
+        relay: &Relay,
+        masked: impl Fn(ChannelId) -> bool,
+        now: Instant,
+    ) -> Option<Instant> {
+        let holds: Vec<_> = relay
+            .filters_holding()
+            .filter(|h| masked(h.channel))
+            .collect();
+        self.seen
+            .retain(|channel, _| holds.iter().any(|h| h.channel == *channel));
+        for hold in holds {
+            let seen = self
+                .seen
+                .entry(hold.channel)
+                .or_insert((hold.fed, now, false));
+            // Output waiting for the client means the target is held back by our window, not
+            // quiet: the rest of what it writes (perhaps the rest of a secret) is still to come.
+            if seen.0 != hold.fed || hold.queued > 0 {
+                *seen = (hold.fed, now, false);
+            }
+        }
+        let due = self
+            .seen
+            .values()
+            .filter(|(_, _, flushed)| !flushed)
+            .map(|(_, since, _)| *since + LIVE_MASK_IDLE)
+            .min();
+        self.wake = match (self.wake, due) {
+            (Some(wake), Some(due)) if wake <= due => Some(wake),
+            (_, due) => due,
+        };
+        self.wake
+    }
+
+    /// Flushes every channel quiet since [`LIVE_MASK_IDLE`] before `now`.
+    fn handle_timeout(&mut self, relay: &mut Relay, now: Instant) -> Result<(), RelayError> {
+        if self.wake.is_none_or(|w| w > now) {
+            return Ok(());
+        }
+        self.wake = None;
+        for (channel, (_, since, flushed)) in &mut self.seen {
+            if !*flushed && *since + LIVE_MASK_IDLE <= now {
+                relay.flush_filter(*channel)?;
+                *flushed = true;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A command held for approval.
@@ -167,6 +247,7 @@ impl Session {
         });
         let mut timer = Timer::never();
         let mut armed: Option<Instant> = None;
+        let mut idle_flush = IdleFlush::default();
         // `idle_timeout`: no channel data either way (keepalives don't count) and no command
         // waiting for approval, for this long, ends the session.
         let idle_timeout = self.gw.loaded().policy.gateway.idle_timeout;
@@ -201,6 +282,11 @@ impl Session {
                 up.transport.poll_timeout(),
                 idle_deadline,
                 self.observer.poll_timeout(),
+                idle_flush.poll_timeout(
+                    &relay,
+                    |channel| self.channels.get(&channel).is_some_and(|c| c.masked),
+                    now,
+                ),
             ]
             .into_iter()
             .flatten()
@@ -254,6 +340,9 @@ impl Session {
                         }
                     }
                     self.observer.handle_timeout(now);
+                    if let Err(e) = idle_flush.handle_timeout(&mut relay, now) {
+                        break format!("relay: {e}");
+                    }
                     if let Err(e) = down.transport.handle_timeout(now) {
                         break format!("client transport: {e}");
                     }
@@ -306,6 +395,7 @@ impl Session {
                     .opt_str("command", info.command)
                     .opt_str("rule", info.rule)
                     .bool("pty", info.pty)
+                    .bool("masked", info.masked)
                     .bool("cut_by_session_end", true)
                     .opt_str("exit_signal", info.exit_signal);
                 let ev = match info.exit_status {
@@ -433,6 +523,7 @@ impl Session {
                             .opt_str("command", info.command)
                             .opt_str("rule", info.rule)
                             .bool("pty", info.pty)
+                            .bool("masked", info.masked)
                             .uint("bytes_in", bytes_in)
                             .uint("bytes_out", bytes_out)
                             .opt_str("exit_signal", info.exit_signal);
@@ -514,7 +605,7 @@ impl Session {
                                         .uint("channel", u64::from(channel.0)),
                                 )
                                 .await;
-                            self.recorded(verdict, channel, None).await
+                            self.recorded(relay, verdict, channel, None).await
                         } else {
                             self.audit_refused("shell", "shell", "shell = \"deny\"")
                                 .await;
@@ -526,6 +617,28 @@ impl Session {
                                 1,
                             )
                         }
+                    }
+                    ChannelRequestKind::Subsystem { name }
+                        if name == b"sftp"
+                            && !recording::Plan::current(&self.gw, &identity, &target.name)
+                                .masks()
+                                .is_empty() =>
+                    {
+                        // Masking rewrites what the target sends, which would corrupt the files
+                        // of a transfer; unmasked transfers would let the masked values out.
+                        self.audit_refused(
+                            "subsystem",
+                            "sftp",
+                            "the identity's output is masked ([[mask]] detectors apply)",
+                        )
+                        .await;
+                        Verdict::deny_with_message(
+                            format!(
+                                "portcullis: sftp is refused for '{}' on target '{}': its output is masked, and masking would corrupt file transfers\n",
+                                identity.name, target.name
+                            ),
+                            1,
+                        )
                     }
                     ChannelRequestKind::Subsystem { name } if name == b"sftp" => {
                         match ssh.sftp {
@@ -633,10 +746,13 @@ impl Session {
         }
     }
 
-    /// A shell or exec allowed so far (`verdict`) starts its recording; refused if it can't be
-    /// recorded (see `recording::start`).
+    /// A shell or exec allowed so far (`verdict`) gets its output masked when `[[mask]]` rules
+    /// with detectors apply (a [`MaskFilter`] in the relay, in place before the request is
+    /// forwarded, so no output passes unmasked) and starts its recording; refused if either
+    /// can't be set up (see `recording::start`).
     async fn recorded(
         &mut self,
+        relay: &mut Relay,
         verdict: Verdict,
         channel: ChannelId,
         command: Option<&str>,
@@ -647,15 +763,17 @@ impl Session {
         let identity = self
             .current()
             .map_or_else(|| self.identity.clone(), |(_, identity, ..)| identity);
-        recording::start(
-            &mut *self.observer,
-            &self.gw,
-            &identity,
-            &self.target.name,
-            channel,
-            command,
-        )
-        .await
+        let mut plan = recording::Plan::current(&self.gw, &identity, &self.target.name);
+        if let Some(filter) = MaskFilter::new(plan.masks()) {
+            if !matches!(relay.set_filter(channel, Box::new(filter)), Ok(true)) {
+                return Verdict::Deny;
+            }
+            if let Some(c) = self.channels.get_mut(&channel) {
+                c.masked = true;
+            }
+            plan = plan.output_masked_by_relay();
+        }
+        recording::start(&mut *self.observer, &self.gw, &plan, channel, command).await
     }
 
     async fn audit_refused(&self, what: &'static str, name: &str, why: &str) {
@@ -697,7 +815,7 @@ impl Session {
         match decision.action {
             Action::Allow => {
                 let verdict = self.audit_durable(ev).await;
-                let verdict = self.recorded(verdict, channel, Some(&text)).await;
+                let verdict = self.recorded(relay, verdict, channel, Some(&text)).await;
                 if verdict == Verdict::Allow {
                     self.started(channel, "exec", Some(text), decision.rule);
                 }
@@ -840,7 +958,7 @@ impl Session {
             .str("command", text.clone())
             .str("rule", label.clone());
         let verdict = self.audit_durable(ev).await;
-        let verdict = self.recorded(verdict, channel, Some(&text)).await;
+        let verdict = self.recorded(relay, verdict, channel, Some(&text)).await;
         if verdict == Verdict::Allow {
             self.started(channel, "exec", Some(text), Some(label));
         }

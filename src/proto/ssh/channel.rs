@@ -47,6 +47,14 @@ pub(super) const MAX_DATA_CHUNK: u32 = 128 * 1024;
 /// its window (a 13-byte REMOVE earns a 61-byte refusal).
 pub(super) const MAX_FILTER_BACKLOG: usize = 1024 * 1024;
 
+/// Most relayed data bytes a filtered channel may queue toward one side. Unfiltered data never
+/// exceeds the sender's window; a filter's output can be longer than its input (a short secret
+/// masked as `[redacted:NAME]`), and is read out at the receiver's pace, so it is bounded here
+/// instead: at about three times the largest window, which realistic mask output (e-mail
+/// addresses masked as `[redacted:email]` end to end) stays under. Past it the filter fails
+/// ([`FilterError::OutputTooLarge`]) and the channel closes.
+pub(super) const MAX_FILTER_QUEUE: usize = 16 * 1024 * 1024;
+
 /// A per-channel protocol violation by one peer; the relay wraps it with the side and channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChannelFault {
@@ -86,11 +94,15 @@ pub(super) enum Item {
     Confirm(Vec<u8>),
     /// Channel data; `ext` is the extended data type (None for plain DATA). `relayed` is false
     /// for text the gateway writes itself (a refusal message), which is not counted against the
-    /// other side's window.
+    /// other side's window. `cost` is the part of the other side's window these bytes still
+    /// hold, returned to it as they are handed on: their length for data relayed as received,
+    /// the input bytes a filter consumed for its output (see [`super::filter`]), 0 for the
+    /// gateway's own text.
     Data {
         ext: Option<u32>,
         bytes: VecDeque<u8>,
         relayed: bool,
+        cost: u32,
     },
     /// A CHANNEL_REQUEST payload whose recipient is rewritten when it is sent.
     Request {
@@ -215,14 +227,24 @@ impl Leg {
                     ext: None,
                     bytes,
                     relayed: false,
+                    ..
                 } => bytes.len(),
                 _ => 0,
             })
             .sum()
     }
 
-    /// Relayed data bytes queued toward this side (they came from the other side).
+    /// The other side's window held by data queued toward this side: the bytes it sent that
+    /// are buffered here (for filtered data, the input bytes behind the queued output).
     pub(super) fn buffered(&self) -> usize {
+        self.queue
+            .iter()
+            .map(|item| usize::try_from(relayed_len(item)).unwrap_or(usize::MAX))
+            .sum()
+    }
+
+    /// Relayed data bytes queued toward this side, by their own length.
+    pub(super) fn queued_bytes(&self) -> usize {
         self.queue
             .iter()
             .map(|item| match item {
@@ -268,19 +290,23 @@ impl Leg {
             ext,
             bytes,
             relayed,
+            cost,
         } = item
         {
             if bytes.is_empty() {
-                return Ok(0);
+                // Nothing to hand on: the window it held is free now.
+                return Ok(cost);
             }
             if let Some(Item::Data {
                 ext: last_ext,
                 bytes: last,
                 relayed: last_relayed,
+                cost: last_cost,
             }) = self.queue.back_mut()
             {
                 if *last_ext == ext && *last_relayed == relayed {
                     last.extend(bytes);
+                    *last_cost = last_cost.saturating_add(cost);
                     return Ok(0);
                 }
             }
@@ -289,6 +315,7 @@ impl Leg {
                 ext,
                 bytes,
                 relayed,
+                cost,
             });
             return Ok(0);
         }
@@ -353,15 +380,20 @@ fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// The sender's window `item` still holds (see [`Item::Data`]).
 fn relayed_len(item: &Item) -> u32 {
     match item {
-        Item::Data {
-            bytes,
-            relayed: true,
-            ..
-        } => u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        Item::Data { cost, .. } => *cost,
         _ => 0,
     }
+}
+
+/// What a filter is asked to do.
+#[derive(Clone, Copy)]
+enum FilterCall<'a> {
+    Data(&'a [u8]),
+    Stderr(&'a [u8]),
+    Flush,
 }
 
 /// A channel both sides have confirmed: the state from "open" through "half-closed" (EOF one or
@@ -373,6 +405,14 @@ pub(super) struct OpenChannel {
     /// Indexed by [`Side::index`].
     pub(super) legs: [Leg; 2],
     pub(super) filter: Filter,
+    /// Bytes of data handed to the filter so far, per sending side (tells the caller when a
+    /// filtered stream last moved, for the idle flush).
+    pub(super) filter_fed: [u64; 2],
+    /// Requests that end a side's output (exit-status, exit-signal, eow) that arrived while the
+    /// filter held some of that output: they go out right after it, when it is released.
+    /// Flushing at the request instead would split the stream: sshd sends exit-status as soon as
+    /// the command exits, while more of its output may still wait for window.
+    pub(super) deferred: VecDeque<Item>,
 }
 
 impl OpenChannel {
@@ -435,17 +475,21 @@ impl OpenChannel {
         leg.recv_window -= len;
         match (&self.filter, ext, from) {
             (Filter::None, _, _) => {}
-            (Filter::Active(_), None, _) => return self.filter_input(from, data, events),
+            (Filter::Active(_), None, _) => {
+                return self.run_filter(from, FilterCall::Data(data), events)
+            }
+            // The server's stderr on a filtered channel: the filter decides (the SFTP filter
+            // hands sftp-server's log on as it is, the mask filter masks it).
+            (Filter::Active(_), Some(EXTENDED_DATA_STDERR), Side::Upstream) => {
+                return self.run_filter(from, FilterCall::Stderr(data), events)
+            }
             // The client's extended data on a filtered channel (sshd ignores it on a session
             // channel anyway) and all data of a channel whose filter failed: dropped, never
             // relayed unfiltered.
-            (Filter::Active(_), Some(_), Side::Downstream) | (Filter::Failed, _, _) => {
+            (Filter::Active(_), _, _) | (Filter::Failed, _, _) => {
                 self.leg_mut(from).credit(len);
                 return Ok(());
             }
-            // The server's stderr on a filtered channel (sftp-server's log) is not the
-            // filtered stream: relayed as it is.
-            (Filter::Active(_), Some(_), Side::Upstream) => {}
         }
         let to = self.leg_mut(from.other());
         let open = !to.sealed() && to.inbound != Inbound::Closed && to.outbound != Outbound::Eof;
@@ -455,12 +499,14 @@ impl OpenChannel {
                 ext: last_ext,
                 bytes,
                 relayed: true,
+                cost,
             }),
         ) = (open, to.queue.back_mut())
         {
             if *last_ext == ext {
                 // The common case under load: append to the data already waiting (one copy).
                 bytes.extend(data.iter());
+                *cost = cost.saturating_add(len);
                 return Ok(());
             }
         }
@@ -470,6 +516,7 @@ impl OpenChannel {
                 ext,
                 bytes: VecDeque::from(data.to_vec()),
                 relayed: true,
+                cost: len,
             },
         )
     }
@@ -478,9 +525,9 @@ impl OpenChannel {
     /// to go upstream (sent before the request that starts the filtered stream was decided) is
     /// taken out of the queue and passed through the filter first; data already queued toward
     /// the client is left as it is (a server sends nothing on a session channel before its
-    /// subsystem starts). A channel keeps its first filter: a second one is ignored (sshd
-    /// refuses a second exec/shell/subsystem on a channel anyway, and the first filter holds
-    /// state and bytes of its stream).
+    /// subsystem, shell or command starts). A channel keeps its first filter: a second one is
+    /// ignored (sshd refuses a second exec/shell/subsystem on a channel anyway, and the first
+    /// filter holds state and bytes of its stream).
     pub(super) fn set_filter(
         &mut self,
         filter: Box<dyn ChannelFilter>,
@@ -490,32 +537,91 @@ impl OpenChannel {
             return Ok(());
         }
         self.filter = Filter::Active(filter);
-        let queue = &mut self.leg_mut(Side::Upstream).queue;
+        // The client's plain data waiting to go upstream, and everything queued behind its first
+        // piece (an EOF, a CLOSE, requests), are taken out; the data goes through the filter and
+        // the rest is queued again behind the filter's output, in order. Data is only ever
+        // queued while the leg is open, so it is open again for the filter's output.
+        let leg = self.leg_mut(Side::Upstream);
+        let Some(first) = leg.queue.iter().position(|item| {
+            matches!(
+                item,
+                Item::Data {
+                    ext: None,
+                    relayed: true,
+                    ..
+                }
+            )
+        }) else {
+            return Ok(());
+        };
+        let tail: Vec<Item> = leg.queue.drain(first..).collect();
         let mut waiting = Vec::new();
-        queue.retain_mut(|item| match item {
-            Item::Data {
-                ext: None,
-                bytes,
-                relayed: true,
-            } => {
-                waiting.extend(bytes.drain(..));
-                false
+        let mut rest = Vec::new();
+        // Unfiltered data holds exactly its length of the client's window, so handing the bytes
+        // to the filter as fresh input keeps the bookkeeping exact.
+        for item in tail {
+            match item {
+                Item::Data {
+                    ext: None,
+                    bytes,
+                    relayed: true,
+                    ..
+                } => waiting.extend(bytes),
+                other => rest.push(other),
             }
-            _ => true,
-        });
-        if waiting.is_empty() {
-            Ok(())
-        } else {
-            self.filter_input(Side::Downstream, &waiting, events)
+        }
+        if leg.outbound == Outbound::Eof || leg.outbound == Outbound::CloseQueued {
+            leg.outbound = Outbound::Open;
+        }
+        self.run_filter(Side::Downstream, FilterCall::Data(&waiting), events)?;
+        for item in rest {
+            self.push(Side::Upstream, item)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a request from the other side of `to` that ends that side's output: after what the
+    /// filter holds of it, if anything (see [`OpenChannel::deferred`]).
+    pub(super) fn push_after_filtered(&mut self, to: Side, item: Item) -> Result<(), ChannelFault> {
+        if self.filter_held(to.other()) == 0 {
+            return self.push(to, item);
+        }
+        if self.deferred.len() >= MAX_QUEUED_ITEMS {
+            return Err(ChannelFault::QueueFull);
+        }
+        self.deferred.push_back(item);
+        Ok(())
+    }
+
+    /// Asks the filter to release what it holds from `from` (idle, or the stream ends) and
+    /// queues it. Nothing happens without an active filter.
+    pub(super) fn flush_filter(
+        &mut self,
+        from: Side,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ChannelFault> {
+        match &self.filter {
+            Filter::Active(f) if f.held(from) > 0 => {
+                self.run_filter(from, FilterCall::Flush, events)
+            }
+            _ => Ok(()),
         }
     }
 
-    /// Hands `data` from `from` (already counted against its window) to the active filter and
+    /// Bytes the active filter holds from `from`.
+    pub(super) fn filter_held(&self, from: Side) -> usize {
+        match &self.filter {
+            Filter::Active(f) => f.held(from),
+            _ => 0,
+        }
+    }
+
+    /// Runs one filter call on data from `from` (already counted against its window) and
     /// queues what it returns; see [`super::filter`] for the window bookkeeping.
-    fn filter_input(
+    fn run_filter(
         &mut self,
         from: Side,
-        data: &[u8],
+        call: FilterCall<'_>,
         events: &mut VecDeque<Event>,
     ) -> Result<(), ChannelFault> {
         let channel = self.id;
@@ -524,18 +630,37 @@ impl OpenChannel {
         };
         let held_before = filter.held(from);
         let mut out = FilterOutput::default();
-        let result = filter.data(from, data, &mut out);
-        let had = held_before.saturating_add(data.len());
-        let kept = filter.held(from).saturating_add(out.forward.len());
+        let (result, input) = match call {
+            FilterCall::Data(data) => (filter.data(from, data, &mut out), data.len()),
+            FilterCall::Stderr(data) => (filter.stderr(from, data, &mut out), data.len()),
+            FilterCall::Flush => (filter.flush(from, &mut out), 0),
+        };
+        let fed = &mut self.filter_fed[from.index()];
+        *fed = fed.saturating_add(u64::try_from(input).unwrap_or(u64::MAX));
+        let had = held_before.saturating_add(input);
+        let kept = filter.held(from);
+        let forwarded = out.forward.len().saturating_add(out.forward_stderr.len());
+        let queued = self
+            .leg(from.other())
+            .queued_bytes()
+            .saturating_add(forwarded);
         let result = result.and_then(|()| {
-            had.checked_sub(kept)
-                .ok_or(FilterError::Contract { had, kept })
+            let consumed = had
+                .checked_sub(kept)
+                .ok_or(FilterError::Contract { had, kept })?;
+            if queued > MAX_FILTER_QUEUE {
+                return Err(FilterError::OutputTooLarge { queued });
+            }
+            Ok(consumed)
         });
-        let dropped = match result {
-            Ok(dropped) => dropped,
+        let consumed = match result {
+            Ok(consumed) => consumed,
             Err(error) => {
                 // Fail closed: nothing of this call goes anywhere, the filter and what it held
                 // are gone (their window returned), and the channel closes both ways.
+                let Filter::Active(filter) = &self.filter else {
+                    return Ok(());
+                };
                 let held_other = filter.held(from.other());
                 self.filter = Filter::Failed;
                 self.leg_mut(from).credit(to_u32(had));
@@ -545,7 +670,22 @@ impl OpenChannel {
                 return Ok(());
             }
         };
-        self.leg_mut(from).credit(to_u32(dropped));
+        // The consumed input's window: what exceeds the forwarded bytes is returned now (it was
+        // dropped or answered here); the rest rides on the forwarded bytes, split between the
+        // two streams by length, and is returned as they are handed on.
+        let consumed = to_u32(consumed);
+        let (stdout_len, stderr_len) =
+            (to_u32(out.forward.len()), to_u32(out.forward_stderr.len()));
+        let total = stdout_len.saturating_add(stderr_len);
+        let riding = consumed.min(total);
+        self.leg_mut(from).credit(consumed - riding);
+        let stdout_cost = if total == 0 {
+            0
+        } else {
+            let share = u64::from(riding) * u64::from(stdout_len) / u64::from(total);
+            u32::try_from(share).unwrap_or(riding)
+        };
+        let stderr_cost = riding - stdout_cost;
         events.extend(out.notes.into_iter().map(|note| Event::Filtered {
             channel,
             from,
@@ -557,6 +697,16 @@ impl OpenChannel {
                 ext: None,
                 bytes: VecDeque::from(out.forward),
                 relayed: true,
+                cost: stdout_cost,
+            },
+        )?;
+        self.push(
+            from.other(),
+            Item::Data {
+                ext: Some(EXTENDED_DATA_STDERR),
+                bytes: VecDeque::from(out.forward_stderr),
+                relayed: true,
+                cost: stderr_cost,
             },
         )?;
         self.push(
@@ -565,10 +715,23 @@ impl OpenChannel {
                 ext: None,
                 bytes: VecDeque::from(out.reply),
                 relayed: false,
+                cost: 0,
             },
         )?;
         if self.leg(from).filter_backlog() > MAX_FILTER_BACKLOG {
             return Err(ChannelFault::QueueFull);
+        }
+        if kept == 0 && from == Side::Upstream {
+            // Everything before the deferred requests is out: they follow now.
+            self.release_deferred()?;
+        }
+        Ok(())
+    }
+
+    /// Queues the deferred requests (they only ever come from upstream) toward the client.
+    fn release_deferred(&mut self) -> Result<(), ChannelFault> {
+        while let Some(item) = self.deferred.pop_front() {
+            self.push(Side::Downstream, item)?;
         }
         Ok(())
     }
@@ -585,21 +748,40 @@ impl OpenChannel {
         Ok(())
     }
 
-    /// EOF from `from`: forwarded after everything queued before it.
-    pub(super) fn on_eof(&mut self, from: Side) -> Result<(), ChannelFault> {
-        let leg = self.leg_mut(from);
-        match leg.inbound {
-            Inbound::Open => leg.inbound = Inbound::Eof,
+    /// EOF from `from`: forwarded after everything queued before it, and after what a filter
+    /// held of `from`'s data (released now: nothing more follows it).
+    pub(super) fn on_eof(
+        &mut self,
+        from: Side,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ChannelFault> {
+        match self.leg(from).inbound {
+            Inbound::Open => {}
             // A second EOF says nothing new; OpenSSH only logs it.
             Inbound::Eof => return Ok(()),
             Inbound::Closed => return Err(ChannelFault::AfterClose),
         }
+        self.flush_filter(from, events)?;
+        if from == Side::Upstream {
+            // Whatever the filter still holds is an incomplete unit that no data completes now.
+            self.release_deferred()?;
+        }
+        self.leg_mut(from).inbound = Inbound::Eof;
         self.push(from.other(), Item::Eof)
     }
 
-    /// CLOSE from `from`.
-    pub(super) fn on_close(&mut self, from: Side) -> Result<(), ChannelFault> {
+    /// CLOSE from `from`. What a filter held of `from`'s data is released first, so it goes
+    /// out before the CLOSE.
+    pub(super) fn on_close(
+        &mut self,
+        from: Side,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ChannelFault> {
         self.check_inbound(from)?;
+        self.flush_filter(from, events)?;
+        if from == Side::Upstream {
+            self.release_deferred()?;
+        }
         let to = from.other();
         // Requests the other side sent that wait for a decision before going to the closing
         // side: refused. Requests the closing side sent that are still held: dropped.
@@ -762,6 +944,7 @@ impl OpenChannel {
                 ext,
                 bytes,
                 relayed,
+                cost,
             } => {
                 let chunk = bytes
                     .len()
@@ -796,6 +979,19 @@ impl OpenChannel {
                 } else {
                     Vec::new()
                 };
+                // The sender's window these bytes held: all of it with the last byte, else in
+                // proportion (exactly `len` for data relayed as received, whose cost is its
+                // length).
+                let queued = bytes.len();
+                let release = if chunk >= queued {
+                    *cost
+                } else {
+                    let share = u64::from(*cost)
+                        .saturating_mul(u64::try_from(chunk).unwrap_or(u64::MAX))
+                        / u64::try_from(queued).unwrap_or(u64::MAX).max(1);
+                    u32::try_from(share).unwrap_or(*cost).min(*cost)
+                };
+                *cost -= release;
                 bytes.drain(..chunk);
                 let now_empty = bytes.is_empty();
                 if now_empty {
@@ -804,7 +1000,7 @@ impl OpenChannel {
                 leg.send_window -= len;
                 if relayed {
                     leg.delivered = leg.delivered.saturating_add(u64::from(len));
-                    self.leg_mut(to.other()).credit(len);
+                    self.leg_mut(to.other()).credit(release);
                     if observe_data {
                         events.push_back(match to {
                             Side::Upstream => Event::Input {

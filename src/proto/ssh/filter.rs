@@ -1,29 +1,52 @@
 //! Per-channel data filters: code that sits in a relayed channel's data path, sees every byte of
-//! plain channel data (CHANNEL_DATA, not extended data) in both directions, decides what is handed
-//! on, and may answer the sender itself. The SFTP read-only mode is one: it forwards the client's
-//! read requests and answers its write requests with `SSH_FX_PERMISSION_DENIED` without
-//! forwarding them.
+//! channel data in both directions (plain CHANNEL_DATA, and the server's stderr), decides what is
+//! handed on, and may answer the sender itself. Two exist:
 //!
-//! A filter is installed with [`Relay::set_filter`](super::relay::Relay::set_filter) (for a
-//! subsystem: before the caller allows the `subsystem` request, so no byte of the subsystem's
-//! stream gets past it). From then on the relay hands the channel's data to
-//! [`ChannelFilter::data`] instead of queueing it, and queues what the filter returns:
+//! - the SFTP filter ([`SftpFilter`]): it audits every packet, and in read-only mode forwards
+//!   the client's read requests and answers its write requests with `SSH_FX_PERMISSION_DENIED`
+//!   without forwarding them;
+//! - the mask filter ([`super::mask_filter::MaskFilter`]): it passes the target's output (stdout
+//!   and stderr) through the `[[mask]]` detectors before the client sees it.
 //!
-//! - `forward` toward the other side, as relayed data: it takes that side's window and returns
-//!   window to the sender only once it is handed on, like unfiltered data;
+//! A filter is installed with [`Relay::set_filter`](super::relay::Relay::set_filter) before the
+//! caller allows the request that starts the filtered stream (`subsystem`, `exec`, `shell`), so
+//! no byte of the stream gets past it. From then on the relay hands the channel's data to
+//! [`ChannelFilter::data`] / [`ChannelFilter::stderr`] instead of queueing it, and queues what
+//! the filter returns:
+//!
+//! - `forward` / `forward_stderr` toward the other side, as relayed data;
 //! - `reply` back toward the sender, as the gateway's own data: it takes the sender's window (the
 //!   window the sender gave us), not the other side's;
 //! - `notes` as [`Event::Filtered`](super::relay::Event::Filtered), in order.
 //!
 //! # Contract
 //!
-//! `forward` and `reply` are made of whole units of the filtered protocol (SFTP packets), so
-//! the relay can queue them one after the other without ever interleaving two units: a reply
-//! never lands inside a forwarded packet. `forward` consists of input bytes only (a filter
-//! never forwards more than it was given); what it neither forwards nor holds back
-//! ([`ChannelFilter::held`]) counts as dropped, and the relay returns that window to the sender
-//! at once. The relay checks this bookkeeping on every call: a filter that forwards more than
-//! it was given fails the channel.
+//! `forward`, `forward_stderr` and `reply` are made of whole units of the filtered protocol
+//! (SFTP packets; for masking, any bytes), so the relay can queue them one after the other
+//! without ever interleaving two units: a reply never lands inside a forwarded packet.
+//!
+//! Window bookkeeping. Of what the filter had from one side (what it held before the call plus
+//! the input), what it still holds ([`ChannelFilter::held`]) is unconsumed; the rest counts as
+//! consumed, whatever became of it. The forwarded bytes may be fewer than the consumed ones
+//! (SFTP requests answered locally, a long secret masked short) or more (a short secret masked
+//! as `[redacted:NAME]`):
+//!
+//! - the window returned to the sender counts **consumed input bytes**: consumed bytes beyond the
+//!   forwarded ones are returned at once; the rest is returned as the forwarded bytes are handed
+//!   on to the receiver (in proportion when they are more), so a slow reader still slows the
+//!   writer down;
+//! - the forwarded bytes take the **receiver's window by their own length**, like any data sent.
+//!
+//! The relay checks on every call that a filter never holds more than it had, and bounds what
+//! a filter's output may queue toward one side (see `MAX_FILTER_QUEUE` in `channel.rs`); a
+//! filter that breaks either fails the channel.
+//!
+//! Idle and end. A filter may hold bytes back waiting for more (an incomplete SFTP packet, the
+//! tail a masker must see before it knows no secret starts there). The relay asks it to release
+//! them with [`ChannelFilter::flush`] before it forwards the sender's EOF, CLOSE, `exit-status`,
+//! `exit-signal` or `eow@openssh.com` (so the order data, EOF, exit status, CLOSE is kept), and
+//! when the caller says the stream is idle ([`Relay::flush_filter`](super::relay::Relay::flush_filter)):
+//! the relay has no clock, the caller has.
 //!
 //! Errors are fail-closed: the relay drops the filter, everything it held and the output of the
 //! failing call, reports [`Event::FilterFailed`](super::relay::Event::FilterFailed) and closes
@@ -39,8 +62,11 @@ use super::sftp::{SftpError, SftpEvent, SftpMode, SftpOutput, SftpSession};
 /// What a filter made of one piece of channel data.
 #[derive(Debug, Default)]
 pub struct FilterOutput {
-    /// Bytes to hand on to the other side: whole units, taken from the input in order.
+    /// Bytes to hand on to the other side as plain data: whole units, in input order.
     pub forward: Vec<u8>,
+    /// Bytes to hand on to the other side as stderr (extended data type 1), in input order.
+    /// Queued after `forward` when a call returns both (a flush).
+    pub forward_stderr: Vec<u8>,
     /// Bytes to send back to the side the data came from: whole units.
     pub reply: Vec<u8>,
     /// Observations for the caller, in order.
@@ -61,13 +87,19 @@ pub enum FilterNote {
 pub enum FilterError {
     /// The SFTP stream could not be followed.
     Sftp(SftpError),
-    /// The filter forwarded more bytes than it was given (a bug in the filter, caught by the
+    /// The filter holds more bytes than it was given (a bug in the filter, caught by the
     /// relay's window bookkeeping).
     Contract {
         /// Bytes the filter had (held before the call plus the input).
         had: usize,
-        /// Bytes it forwarded plus the bytes it still holds.
+        /// Bytes it holds after the call.
         kept: usize,
+    },
+    /// The filter's output queued toward one side grew past the relay's bound (a mask strategy
+    /// that makes output many times longer than its input, read by a slow client).
+    OutputTooLarge {
+        /// Bytes queued.
+        queued: usize,
     },
 }
 
@@ -77,7 +109,11 @@ impl fmt::Display for FilterError {
             FilterError::Sftp(e) => write!(f, "{e}"),
             FilterError::Contract { had, kept } => write!(
                 f,
-                "channel filter kept {kept} bytes out of the {had} it was given"
+                "channel filter holds {kept} bytes out of the {had} it was given"
+            ),
+            FilterError::OutputTooLarge { queued } => write!(
+                f,
+                "channel filter output grew to {queued} bytes queued for a slow reader"
             ),
         }
     }
@@ -99,7 +135,36 @@ pub trait ChannelFilter: fmt::Debug + Send {
     /// A [`FilterError`]: the relay closes the channel (fail closed).
     fn data(&mut self, from: Side, data: &[u8], out: &mut FilterOutput) -> Result<(), FilterError>;
 
-    /// Bytes from `from` the filter holds back (an incomplete unit, waiting for the rest).
+    /// Extended data of type stderr that `from` sent, in order. The default hands it on as it
+    /// is: a filter that only follows the plain data stream (SFTP) leaves the server's stderr
+    /// (sftp-server's log) alone.
+    ///
+    /// # Errors
+    /// A [`FilterError`]: the relay closes the channel (fail closed).
+    fn stderr(
+        &mut self,
+        from: Side,
+        data: &[u8],
+        out: &mut FilterOutput,
+    ) -> Result<(), FilterError> {
+        let _ = from;
+        out.forward_stderr.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Releases what the filter holds from `from` that it can release without more input: the
+    /// stream went idle, or ends (EOF, CLOSE, exit status). The default releases nothing (a
+    /// filter whose held bytes are an incomplete unit can't hand them on).
+    ///
+    /// # Errors
+    /// A [`FilterError`]: the relay closes the channel (fail closed).
+    fn flush(&mut self, from: Side, out: &mut FilterOutput) -> Result<(), FilterError> {
+        let _ = (from, out);
+        Ok(())
+    }
+
+    /// Bytes from `from` the filter holds back (an incomplete unit, waiting for the rest), counting
+    /// plain data and stderr.
     fn held(&self, from: Side) -> usize;
 }
 

@@ -18,6 +18,7 @@
 //! - [`connection`]: RFC 4254 connection protocol messages (+ OpenSSH extensions), typed codec.
 //! - [`channel`]: one relayed channel's two legs: ordering, flow control, EOF/CLOSE handshake.
 //! - [`filter`]: per-channel data filters in the relay's data path (SFTP audit and read-only).
+//! - [`mask_filter`]: the filter that masks a session channel's output for the client.
 //! - [`relay`]: the client ↔ upstream connection relay: channel table, decisions, events.
 //! - [`relay_script`]: byte-coded operation scripts over a relay (fuzz target, seed replay).
 
@@ -29,6 +30,7 @@ pub mod hostkey;
 pub mod kex;
 pub mod keyfile;
 pub mod keys;
+pub mod mask_filter;
 pub mod msg;
 pub mod packet;
 pub mod relay;

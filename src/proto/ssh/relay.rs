@@ -27,9 +27,12 @@
 //! # Filters
 //!
 //! [`Relay::set_filter`] puts a [`ChannelFilter`] into one channel's data path (the SFTP audit
-//! and read-only mode): its plain data then goes through the filter in both directions, and the
-//! filter's own replies go back to the sender as the gateway's data, in whole units and with the
-//! window bookkeeping kept exact (see [`super::filter`]).
+//! and read-only mode, the masking of a session's output): its data then goes through the
+//! filter in both directions, and the filter's own replies go back to the sender as the
+//! gateway's data, in whole units and with the window bookkeeping kept exact even when the
+//! filter changes the length of what it forwards (see [`super::filter`]). A filter that holds
+//! bytes back is flushed before the sender's EOF, CLOSE and exit status, and by the caller when
+//! the stream is idle ([`Relay::filters_holding`], [`Relay::flush_filter`]).
 //!
 //! # Channel numbers
 //!
@@ -352,6 +355,20 @@ pub enum Event {
     },
 }
 
+/// A channel whose filter holds bytes back ([`Relay::filters_holding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterHold {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Bytes its filter has been given so far, both ways: when this stops changing, the stream
+    /// is quiet.
+    pub fed: u64,
+    /// Relayed data bytes queued on the channel, waiting for a reader's window or socket. While
+    /// there are any, a quiet stream is not idle: the sender is held back by our reader, and more
+    /// of the same output (perhaps the rest of a secret) follows once the reader catches up.
+    pub queued: usize,
+}
+
 /// Where a channel is in its life, for introspection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -592,6 +609,58 @@ impl Relay {
         }
     }
 
+    /// The channels whose filter holds bytes back (a masker's tail), each with how many bytes
+    /// its filter has been given so far and how many wait for a reader. The relay has no clock:
+    /// the caller notes when that count last changed and, once a channel has been quiet long
+    /// enough with nothing waiting, calls [`Relay::flush_filter`] for it. Held bytes are also released, without the caller, before
+    /// the sender's EOF, CLOSE and exit status are forwarded.
+    pub fn filters_holding(&self) -> impl Iterator<Item = FilterHold> + '_ {
+        self.channels.iter().filter_map(|(id, slot)| match slot {
+            Slot::Open(ch) => {
+                let held = [Side::Downstream, Side::Upstream]
+                    .into_iter()
+                    .map(|side| ch.filter_held(side))
+                    .fold(0usize, usize::saturating_add);
+                (held > 0).then(|| FilterHold {
+                    channel: ChannelId(*id),
+                    fed: ch.filter_fed.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+                    queued: ch.legs.iter().map(|leg| leg.queued_bytes()).sum(),
+                })
+            }
+            _ => None,
+        })
+    }
+
+    /// Asks `channel`'s filter to release what it holds back from both sides (the stream has been
+    /// idle), and queues it. A filter that holds incomplete units (SFTP) keeps them. Returns false
+    /// when the channel is not open.
+    ///
+    /// # Errors
+    /// [`RelayError`] (sticky) when the released bytes overflow the channel's queue, as
+    /// [`Relay::handle`] would have reported.
+    pub fn flush_filter(&mut self, channel: ChannelId) -> Result<bool, RelayError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let Relay {
+            channels, events, ..
+        } = self;
+        let Some(Slot::Open(ch)) = channels.get_mut(&channel.0) else {
+            return Ok(false);
+        };
+        let flushed = ch
+            .flush_filter(Side::Upstream, events)
+            .and_then(|()| ch.flush_filter(Side::Downstream, events));
+        match flushed {
+            Ok(()) => Ok(true),
+            Err(fault) => {
+                let e = RelayError::channel(Side::Upstream, channel, fault);
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
     /// Queues the gateway's own text for the client's stderr on `channel` (a notice such as
     /// "held for approval" while a request waits for its decision). It goes after what is already
     /// queued toward the client, is not counted against upstream's window, and is dropped once
@@ -606,6 +675,7 @@ impl Relay {
                         ext: Some(EXTENDED_DATA_STDERR),
                         bytes: text.iter().copied().collect(),
                         relayed: false,
+                        cost: 0,
                     },
                 )
                 .is_ok(),
@@ -670,9 +740,11 @@ impl Relay {
     }
 
     /// Checks the flow-control bookkeeping of every channel: for each side, the bytes it sent
-    /// that are still buffered (queued, or held back by the channel's filter) plus its remaining window plus what is owed back to it by
-    /// WINDOW_ADJUST add up to exactly the window we advertised, so the buffer can never exceed
-    /// that window. For tests and fuzzing; O(buffered bytes).
+    /// that are still buffered (queued, as the window the queued data holds, or held back by the
+    /// channel's filter) plus its remaining window plus what is owed back to it by WINDOW_ADJUST
+    /// add up to exactly the window we advertised, so the buffer can never exceed that window
+    /// (a filter's longer output is bounded apart, see [`super::filter`]). For tests and fuzzing;
+    /// O(queued items).
     ///
     /// # Errors
     /// A description of the first broken invariant.
@@ -737,9 +809,11 @@ impl Relay {
                     self.with_channel(from, recipient, |ch| ch.check_inbound(from))
                 }
             }
-            Message::Eof { recipient } => self.with_channel(from, recipient, |ch| ch.on_eof(from)),
+            Message::Eof { recipient } => {
+                self.with_channel_events(from, recipient, |ch, events| ch.on_eof(from, events))
+            }
             Message::Close { recipient } => {
-                self.with_channel(from, recipient, |ch| ch.on_close(from))?;
+                self.with_channel_events(from, recipient, |ch, events| ch.on_close(from, events))?;
                 self.free_if_finished(recipient);
                 Ok(())
             }
@@ -763,6 +837,27 @@ impl Relay {
             Some(Slot::Open(ch)) => {
                 f(ch).map_err(|fault| RelayError::channel(from, ChannelId(recipient), fault))
             }
+            _ => Err(RelayError::UnknownChannel {
+                from,
+                channel: recipient,
+            }),
+        }
+    }
+
+    /// [`Relay::with_channel`] for calls that may run the channel's filter (which reports
+    /// events).
+    fn with_channel_events(
+        &mut self,
+        from: Side,
+        recipient: u32,
+        f: impl FnOnce(&mut OpenChannel, &mut VecDeque<Event>) -> Result<(), ChannelFault>,
+    ) -> Result<(), RelayError> {
+        let Relay {
+            channels, events, ..
+        } = self;
+        match channels.get_mut(&recipient) {
+            Some(Slot::Open(ch)) => f(ch, events)
+                .map_err(|fault| RelayError::channel(from, ChannelId(recipient), fault)),
             _ => Err(RelayError::UnknownChannel {
                 from,
                 channel: recipient,
@@ -1174,6 +1269,8 @@ impl Relay {
                 id,
                 legs,
                 filter: Filter::None,
+                filter_fed: [0, 0],
+                deferred: VecDeque::new(),
             })),
         );
         self.events.push_back(Event::Opened { channel: id });
@@ -1255,7 +1352,19 @@ impl Relay {
             Route::Decide => Some(self.ticket(Scope::Request(req.recipient))),
             _ => None,
         };
-        let Some(Slot::Open(ch)) = self.channels.get_mut(&req.recipient) else {
+        // The server's exit status (and end of writes) follow all of its output: behind a
+        // filter's held bytes, they wait for their release.
+        let ends_output = from == Side::Upstream
+            && matches!(
+                req.kind,
+                ChannelRequestKind::ExitStatus { .. }
+                    | ChannelRequestKind::ExitSignal { .. }
+                    | ChannelRequestKind::Eow
+            );
+        let Relay {
+            channels, events, ..
+        } = self;
+        let Some(Slot::Open(ch)) = channels.get_mut(&req.recipient) else {
             return Err(RelayError::UnknownChannel {
                 from,
                 channel: req.recipient,
@@ -1290,15 +1399,16 @@ impl Relay {
                 if want_reply {
                     ch.leg_mut(from).owed.push_back(Owed::Relayed);
                 }
-                ch.push(
-                    to,
-                    Item::Request {
-                        payload: payload.to_vec(),
-                        want_reply,
-                        note,
-                    },
-                )
-                .map_err(fault)?;
+                let item = Item::Request {
+                    payload: payload.to_vec(),
+                    want_reply,
+                    note,
+                };
+                if ends_output {
+                    ch.push_after_filtered(to, item).map_err(fault)?;
+                } else {
+                    ch.push(to, item).map_err(fault)?;
+                }
             }
             Route::Decide => {
                 let Some(ticket) = ticket else {
@@ -1316,7 +1426,7 @@ impl Relay {
                     },
                 )
                 .map_err(fault)?;
-                self.events.push_back(Event::Decide(Decision {
+                events.push_back(Event::Decide(Decision {
                     ticket,
                     from,
                     channel: Some(id),
@@ -1392,6 +1502,7 @@ impl Relay {
                         ext: Some(EXTENDED_DATA_STDERR),
                         bytes: stderr.into_iter().collect(),
                         relayed: false,
+                        cost: 0,
                     },
                     Item::Request {
                         payload: exit,

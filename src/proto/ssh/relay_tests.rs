@@ -1308,3 +1308,6 @@ fn relay_throughput() {
 
 #[path = "relay_filter_tests.rs"]
 mod filter;
+
+#[path = "relay_mask_tests.rs"]
+mod mask;
