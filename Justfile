@@ -25,6 +25,10 @@ ci:
 bench-pg:
     bash bench/pg.sh
 
+# the audit writer's CPU per statement event, alone (EVENTS=, RATE=, RUNS= override)
+bench-audit:
+    bash bench/audit.sh
+
 # ssh throughput, 1 GiB up and down: direct sshd vs OpenSSH ProxyJump vs portcullis (as root;
 # SIZE=256M, CIPHER=aes128-gcm@openssh.com, RUNS=3 override)
 bench-ssh:

@@ -157,7 +157,7 @@ impl Audit {
             .send(Job {
                 ev,
                 reply: Some(reply),
-                ts_ms: None,
+                ts_ms: Some(writer::now_ms()),
             })
             .await
             .map_err(|_| AuditError::Closed)?;
@@ -174,7 +174,7 @@ impl Audit {
             .send(Job {
                 ev,
                 reply: None,
-                ts_ms: None,
+                ts_ms: Some(writer::now_ms()),
             })
             .await
             .map_err(|_| AuditError::Closed)
@@ -190,7 +190,7 @@ impl Audit {
             .send_blocking(Job {
                 ev,
                 reply: Some(reply),
-                ts_ms: None,
+                ts_ms: Some(writer::now_ms()),
             })
             .map_err(|_| AuditError::Closed)?;
         self.writer.unpark();
