@@ -804,3 +804,50 @@ fn large_transfer_both_ways_arrives_intact() {
     fs::write(&copy, &out.stdout).unwrap();
     assert_eq!(sha256(&copy), want);
 }
+
+/// Whether this CPU has the AES and carry-less multiply instructions (as `/proc/cpuinfo`
+/// lists them), i.e. whether the gateway should prefer AES-GCM on the legs it opens.
+fn cpu_has_hardware_aes_gcm() -> bool {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    if cfg!(target_arch = "aarch64") {
+        flags.contains(&"aes")
+    } else {
+        flags.contains(&"aes") && flags.contains(&"pclmulqdq")
+    }
+}
+
+#[test]
+fn upstream_leg_uses_the_fastest_cipher_and_the_client_keeps_its_own() {
+    require_sshd();
+    let rig = Rig::start("", None);
+    // The client asks for ChaCha20-Poly1305 (OpenSSH's default first choice anyway).
+    let mut cmd = rig.ssh_base();
+    cmd.args([
+        "-c",
+        "chacha20-poly1305@openssh.com",
+        "-o",
+        "BatchMode=yes",
+        "-i",
+    ])
+    .arg(&rig.alice_key)
+    .args(["web@127.0.0.1", "id -un"]);
+    let out = run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT);
+    assert!(out.status.success(), "{}", describe(&out));
+    // The gateway's own connection to sshd (default cipher list) takes AES-GCM when the CPU
+    // runs it in hardware: a relay pays a cipher pass per leg, and that one is ours to choose.
+    let upstream = if cpu_has_hardware_aes_gcm() {
+        "\"upstream_cipher\":\"aes256-gcm@openssh.com\""
+    } else {
+        "\"upstream_cipher\":\"chacha20-poly1305@openssh.com\""
+    };
+    rig.wait_audit(&[
+        "\"kind\":\"session_opened\"",
+        "\"client_cipher\":\"chacha20-poly1305@openssh.com\"",
+        upstream,
+    ]);
+}

@@ -17,6 +17,7 @@ use smol::net::TcpStream;
 use super::conn::{Conn, ConnError};
 use crate::config::{Identity, SshUpstreamAuth, Target};
 use crate::identity::tokens::TokenInfo;
+use crate::proto::ssh::cipher::CipherAlgorithm;
 use crate::proto::ssh::keyfile;
 use crate::proto::ssh::msg::DisconnectReason;
 use crate::proto::ssh::transport::{Event, Role, Transport, TransportConfig};
@@ -324,7 +325,13 @@ pub(super) async fn connect_upstream(target: &Target) -> Result<Conn, String> {
         Role::Client {
             pinned_host_key: ssh.host_key,
         },
-        TransportConfig::default(),
+        // Our side of this connection chooses the cipher: the one this CPU runs fastest (the
+        // client's leg keeps the client's choice). A relay pays two cipher passes per byte;
+        // AES-GCM in hardware makes the upstream one ~3x cheaper than ChaCha20-Poly1305.
+        TransportConfig {
+            ciphers: CipherAlgorithm::fastest_first(),
+            ..TransportConfig::default()
+        },
         Box::new(SystemRandom::new()),
         Instant::now(),
     )

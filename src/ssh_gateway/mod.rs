@@ -170,7 +170,21 @@ pub async fn handle_connection(
                 .str("method", login.method.name())
                 .opt_str("token", login.token.as_ref().map(|t| t.id.clone()))
                 .opt_str("origin", login.token.as_ref().map(|t| t.origin.clone()))
-                .opt_str("key", login.key_fingerprint.clone()),
+                .opt_str("key", login.key_fingerprint.clone())
+                // Client to server on each leg (both directions use the same on OpenSSH's
+                // default lists): the client's leg is the client's choice, the upstream leg ours.
+                .opt_str(
+                    "client_cipher",
+                    down.transport
+                        .negotiated()
+                        .map(|n| n.cipher_client_to_server.name()),
+                )
+                .opt_str(
+                    "upstream_cipher",
+                    up.transport
+                        .negotiated()
+                        .map(|n| n.cipher_client_to_server.name()),
+                ),
         )
         .await;
     let mut down = down;
