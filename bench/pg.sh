@@ -3,6 +3,7 @@
 # (session pooling), and through portcullis. Run as root (pgbouncer is started as `postgres`).
 #
 #   DURATION=10           seconds per pgbench run (default 10)
+#   ROUNDS=1              rounds per cell, the three paths interleaved; the table shows medians
 #   PGHOST_DIRECT=127.0.0.1 PGPORT_DIRECT=5432   the PostgreSQL under test (trust auth expected)
 #   BENCH_PG_PASSWORD=... password of user postgres, if the server is not on trust
 #   SKIP_BUILD=1          use the existing target/release/portcullis
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-1}
 DB_HOST=${PGHOST_DIRECT:-127.0.0.1}
 DB_PORT=${PGPORT_DIRECT:-5432}
 SCALE=10
@@ -219,17 +221,36 @@ run_pgbench() {
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
 added_us() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.0f", (a - b) * 1000 }'; }
 
+# median VALUES...: the middle value (the lower middle for an even count); n/a values are
+# ignored, n/a if all are.
+median() {
+    printf '%s\n' "$@" | grep -v '^n/a$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else print v[int((NR + 1) / 2)] }'
+}
+
 declare -A LAT
 rows=()
 for mode in "${MODES[@]}"; do
     for c in "${CLIENTS[@]}"; do
-        log "running $mode, $c clients, ${DURATION}s each"
-        read -r d_tps d_lat < <(run_pgbench direct "$mode" "$c")
-        read -r b_tps b_lat < <(run_pgbench pgbouncer "$mode" "$c")
-        read -r p_tps p_lat < <(run_pgbench portcullis "$mode" "$c")
+        log "running $mode, $c clients, ${DURATION}s each, $ROUNDS round(s)"
+        d_all=() b_all=() p_all=() dl_all=() bl_all=() pl_all=()
+        # Rounds interleave the three paths, so a slow spell of the machine hits all of them.
+        for _ in $(seq 1 "$ROUNDS"); do
+            read -r d_tps d_lat < <(run_pgbench direct "$mode" "$c")
+            read -r b_tps b_lat < <(run_pgbench pgbouncer "$mode" "$c")
+            read -r p_tps p_lat < <(run_pgbench portcullis "$mode" "$c")
+            d_all+=("$d_tps") b_all+=("$b_tps") p_all+=("$p_tps")
+            dl_all+=("$d_lat") bl_all+=("$b_lat") pl_all+=("$p_lat")
+        done
+        d_tps=$(median "${d_all[@]}") b_tps=$(median "${b_all[@]}") p_tps=$(median "${p_all[@]}")
         rows+=("$(printf '%-9s %7s %12s %14s %15s %18s %21s' "$mode" "$c" "$(fmt_tps "$d_tps")" \
             "$(fmt_tps "$b_tps")" "$(fmt_tps "$p_tps")" "$(ratio "$p_tps" "$d_tps")" "$(ratio "$p_tps" "$b_tps")")")
-        if [[ $c == 1 ]]; then LAT[$mode]="$d_lat $b_lat $p_lat"; fi
+        if [[ $ROUNDS -gt 1 ]]; then
+            rows+=("$(printf '  rounds: direct %s | pgbouncer %s | portcullis %s' \
+                "$(printf '%.0f ' "${d_all[@]/n\/a/0}")" "$(printf '%.0f ' "${b_all[@]/n\/a/0}")" "$(printf '%.0f ' "${p_all[@]/n\/a/0}")")")
+        fi
+        if [[ $c == 1 ]]; then
+            LAT[$mode]="$(median "${dl_all[@]}") $(median "${bl_all[@]}") $(median "${pl_all[@]}")"
+        fi
     done
 done
 
@@ -237,7 +258,7 @@ OUT_DIR=$ROOT/bench/results
 mkdir -p "$OUT_DIR"
 OUT=$OUT_DIR/pg-$(date +%Y%m%d-%H%M%S).txt
 {
-    echo "portcullis bench/pg.sh — pgbench -S (select-only), scale $SCALE, ${DURATION}s per run"
+    echo "portcullis bench/pg.sh — pgbench -S (select-only), scale $SCALE, ${DURATION}s per run, median of $ROUNDS interleaved round(s)"
     echo "date: $(date -Is)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')  cpus: $(nproc)"
     echo "server: $(psql_direct -d postgres -c 'show server_version')  pgbouncer: $( [[ -n $PGBOUNCER_PORT ]] && "$PGBOUNCER_EXE" --version 2>/dev/null | head -1 || echo n/a)  portcullis: $( [[ -n $GATEWAY_PORT ]] && echo "$PORTCULLIS" || echo n/a)"
     echo

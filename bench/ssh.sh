@@ -10,7 +10,8 @@
 # (`ssh -F`), so nothing from ~/.ssh or /etc/ssh changes what is measured.
 #
 #   SIZE=1G        bytes per transfer, as `numfmt --from=iec` reads it (1G = 1 GiB, 256M, ...)
-#   CIPHER=...     cipher for every SSH connection (default chacha20-poly1305@openssh.com)
+#   CIPHER=...     cipher of every connection the ssh client makes (default chacha20-poly1305@openssh.com);
+#                  portcullis picks the cipher of its own leg to the target (reported)
 #   RUNS=1         timed runs per path and direction, best kept
 #   SKIP_BUILD=1   use the existing target/release/portcullis (PORTCULLIS_BIN overrides the path)
 #
@@ -155,6 +156,7 @@ bench_ssh() { ssh -F "$SSH_CONFIG" "$@"; }
 
 # ---- portcullis ------------------------------------------------------------------------------
 GATEWAY_PORT=
+GATEWAY_CONFIG=
 start_portcullis() {
     if [[ ${SKIP_BUILD:-} != 1 ]]; then
         log "cargo build --release"
@@ -224,6 +226,14 @@ TOML
     fi
     awk '{ $1 = "portcullis"; print }' <<<"$keys" >"$TMP/known_hosts_gateway"
     GATEWAY_PORT=$port
+    GATEWAY_CONFIG=$gw/portcullis.toml
+}
+
+# The cipher the gateway chose for its own leg to the target (from its audit log), or n/a.
+gateway_upstream_cipher() {
+    [[ -n $GATEWAY_CONFIG ]] || { echo n/a; return; }
+    "$PORTCULLIS" audit export --config "$GATEWAY_CONFIG" 2>/dev/null |
+        grep -o '"upstream_cipher":"[^"]*"' | head -1 | cut -d'"' -f4 | grep . || echo n/a
 }
 
 # ---- runs ------------------------------------------------------------------------------------
@@ -300,6 +310,7 @@ OUT=$OUT_DIR/ssh-$(date +%Y%m%d-%H%M%S).txt
     echo "date: $(date -Is)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')  cpus: $(nproc)  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "client: $(ssh -V 2>&1)  sshd: $("$SSHD" -V 2>&1 | head -1 || true)  portcullis: $( [[ -n $GATEWAY_PORT ]] && echo "$PORTCULLIS" || echo n/a)"
     echo "upload = head -c $SIZE /dev/zero | ssh HOST 'cat > /dev/null'; download = ssh HOST 'head -c $SIZE /dev/zero' > /dev/null"
+    echo "ciphers: every client leg $CIPHER; portcullis' own leg to the target $(gateway_upstream_cipher) (the gateway's choice)"
     echo
     printf '%-9s %13s %16s %17s %18s %21s %17s\n' direction "direct MiB/s" "ProxyJump MiB/s" "portcullis MiB/s" \
         "portcullis/direct" "portcullis/ProxyJump" "ProxyJump/direct"
