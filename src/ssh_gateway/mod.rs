@@ -35,7 +35,7 @@ use smol::net::TcpStream;
 use crate::audit::Event;
 use crate::proto::ssh::msg::{self, DisconnectReason};
 use crate::proto::ssh::packet::PacketSealer;
-use crate::proto::ssh::transport::{Role, Transport, TransportConfig};
+use crate::proto::ssh::transport::{Role, Transport, TransportConfig, DEFAULT_KEX_TIMEOUT};
 use crate::proto::ssh::version::our_version;
 use crate::proto::ssh::wire::Writer;
 use crate::server::{lock, Gateway, SessionEntry};
@@ -92,7 +92,7 @@ pub async fn handle_connection(
     };
     let transport = match Transport::new(
         Role::Server { host_key: pair },
-        TransportConfig::default(),
+        client_transport_config(handshake_timeout),
         Box::new(rng),
         Instant::now(),
     ) {
@@ -220,6 +220,19 @@ pub async fn handle_connection(
         .await;
 }
 
+/// The client leg's transport settings.
+///
+/// The first key exchange is part of the handshake: the outer `handshake_timeout` deadline in
+/// [`handle_connection`] ends it (with its own message) when that is shorter than the transport's
+/// 30 s bound. A later key exchange (a rekey, by either side, every hour or gigabyte) gets no more
+/// time than the whole handshake had, and at most 30 s: the session's data waits while it runs.
+fn client_transport_config(handshake_timeout: Duration) -> TransportConfig {
+    TransportConfig {
+        rekey_timeout: handshake_timeout.min(DEFAULT_KEX_TIMEOUT),
+        ..TransportConfig::default()
+    }
+}
+
 /// Longest time the refusal of a connection over `max_connections` may take to write.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest time a refused connection is kept open for the client to read the refusal.
@@ -315,8 +328,74 @@ impl Drop for Unregister {
 mod tests {
     use super::*;
     use crate::proto::ssh::packet::PacketOpener;
+    use crate::proto::ssh::transport::{Event, TransportError};
     use crate::proto::ssh::version::{scan, Scan};
     use crate::proto::ssh::wire::Reader;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    /// Moves bytes both ways until neither side has more to say; returns both sides' events.
+    fn pump(a: &mut Transport, b: &mut Transport, now: Instant) -> (Vec<Event>, Vec<Event>) {
+        let (mut a_events, mut b_events) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            let to_b = a.pending_output().to_vec();
+            a.consume_output(to_b.len());
+            b.feed(&to_b);
+            b_events.extend(b.process(now).unwrap());
+            let to_a = b.pending_output().to_vec();
+            b.consume_output(to_a.len());
+            a.feed(&to_a);
+            a_events.extend(a.process(now).unwrap());
+            if a.pending_output().is_empty() && b.pending_output().is_empty() {
+                break;
+            }
+        }
+        (a_events, b_events)
+    }
+
+    #[test]
+    fn client_leg_rekey_times_out_after_handshake_timeout_capped_at_30s() {
+        assert_eq!(
+            client_transport_config(Duration::from_secs(600)).rekey_timeout,
+            Duration::from_secs(30)
+        );
+        let handshake_timeout = Duration::from_secs(2);
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let pinned_host_key: [u8; 32] = key.public_key().as_ref().try_into().unwrap();
+        let now = Instant::now();
+        let mut server = Transport::new(
+            Role::Server { host_key: key },
+            client_transport_config(handshake_timeout),
+            Box::new(rng.clone()),
+            now,
+        )
+        .unwrap();
+        let mut client = Transport::new(
+            Role::Client { pinned_host_key },
+            TransportConfig::default(),
+            Box::new(rng),
+            now,
+        )
+        .unwrap();
+        let (server_events, _) = pump(&mut server, &mut client, now);
+        assert!(
+            server_events
+                .iter()
+                .any(|e| matches!(e, Event::Ready { .. })),
+            "no first key exchange: {server_events:?}"
+        );
+        // The gateway starts a rekey that the client never answers.
+        server.start_rekey(now).unwrap();
+        assert_eq!(server.poll_timeout(), Some(now + handshake_timeout));
+        server
+            .handle_timeout(now + handshake_timeout - Duration::from_millis(1))
+            .unwrap();
+        assert_eq!(
+            server.handle_timeout(now + handshake_timeout),
+            Err(TransportError::KexTimeout)
+        );
+    }
 
     #[test]
     fn over_capacity_refusal_is_identification_then_plain_disconnect() {
