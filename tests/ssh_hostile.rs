@@ -2,7 +2,8 @@
 //! key exchange, the crate's own transport as the client): garbage instead of a banner, an
 //! oversized banner, a flood of lines before it, a client that stalls in the handshake, an
 //! oversized packet length, random bytes after the banner, a corrupted packet after key
-//! exchange, a password flood on one connection, the connection cap, and a flood of 200 hostile
+//! exchange, a password flood on one connection, the connection cap (and the reason an `ssh`
+//! over it prints), and a flood of 200 hostile
 //! connections with a bound on the gateway's memory.
 //!
 //! Every case checks two things, like `pg_hostile.rs` does for PostgreSQL: the hostile client
@@ -346,15 +347,42 @@ fn max_connections_caps_ssh_connections() {
             s
         })
         .collect();
-    // The fifth is closed without a word, and so is an ssh client.
+    // The fifth gets our identification string and a DISCONNECT saying why, then is closed.
+    let refusal = "portcullis: too many connections (max_connections = 4)";
+    // Like ssh, it sends its identification string without waiting for ours.
     let mut fifth = connect(&rig);
+    fifth.write_all(b"SSH-2.0-hostile\r\n").unwrap();
     let (got, closed) = read_until_closed(&mut fifth, CUT_WAIT);
+    assert!(closed, "over the cap: not closed, got {got:?}");
     assert!(
-        closed && got.is_empty(),
-        "over the cap: got {got:?}, closed {closed}"
+        got.starts_with(b"SSH-2.0-portcullis_"),
+        "over the cap: no identification string first: {got:?}"
     );
+    assert!(
+        got.windows(refusal.len()).any(|w| w == refusal.as_bytes()),
+        "over the cap: no reason in {got:?}"
+    );
+    // A real ssh client prints the reason on its stderr. It sends KEXINIT after reading our
+    // identification string: if the gateway closed the socket with that unread, the kernel would
+    // reset the connection and ssh would end with `Broken pipe` or `Connection reset` instead.
     let out = rig.ssh("echo over-the-cap");
     assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "Received disconnect from 127.0.0.1 port {}:12: {refusal}",
+            rig.port
+        )),
+        "ssh over the cap did not print the reason\n{}",
+        describe(&out)
+    );
+    assert!(
+        rig.gw
+            .log()
+            .contains("refused: too many connections (max_connections = 4)"),
+        "the refusal is not logged\n{}",
+        rig.gw.log()
+    );
     held.clear();
     thread::sleep(Duration::from_millis(300));
     assert_serves(&mut rig, "the connection cap was reached");

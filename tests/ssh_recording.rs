@@ -497,6 +497,60 @@ fn full_disk_ends_the_session_and_says_why() {
 }
 
 #[test]
+fn max_recording_size_ends_a_session_that_prints_more() {
+    require_tools();
+    let rig = Rig::start("max_recording_size = \"64KiB\"", "");
+    // ~1 MiB of output against a 64 KiB recording; the shell then sleeps, so the session only
+    // ends because the gateway ends it.
+    let script = b"printf 'fill-%.0s0123456789012345678901234567890123456789012345678901234567890123456789\\n' $(seq 1 15000); sleep 30; echo after-$((1+1))-limit\nexit\n";
+    let started = Instant::now();
+    let out = rig.shell_piped("INFO", script);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the session was not ended: {}",
+        describe(&out)
+    );
+    assert!(
+        !stdout(&out).contains("after-2-limit"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        stderr(&out).contains("the session recording reached its size limit"),
+        "the client is told: {}",
+        describe(&out)
+    );
+    let files = rig.recordings();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let cast = fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        cast.len() <= 64 << 10,
+        "the recording is {} bytes, over the 64 KiB limit",
+        cast.len()
+    );
+    let last = cast.lines().last().unwrap();
+    assert!(
+        last.contains("portcullis: recording stopped, size limit reached"),
+        "no limit marker at the end: {last}"
+    );
+    let audit = rig.wait_audit(&[
+        "\"kind\":\"recording_limit_reached\"",
+        "\"kind\":\"session_closed\"",
+    ]);
+    let reached = events(&audit, "recording_limit_reached");
+    assert_eq!(reached.len(), 1, "{audit}");
+    assert!(reached[0].contains("\"limit\":65536"), "{audit}");
+    let closed = events(&audit, "session_closed");
+    assert!(
+        closed
+            .iter()
+            .any(|l| l
+                .contains("closed by the gateway: the session recording reached its size limit")),
+        "{audit}"
+    );
+}
+
+#[test]
 fn killed_session_finishes_its_recording() {
     require_tools();
     let rig = Rig::start("", "");

@@ -191,6 +191,9 @@ pub struct SshTarget {
     pub forwarding: bool,
     /// Keep the client's keystrokes in recordings (default false: they may hold passwords).
     pub record_input: bool,
+    /// Cap on each recording's size in bytes, header included (default 1 GiB); a recording that
+    /// reaches it ends the session.
+    pub max_recording_size: u64,
 }
 
 impl SshTarget {

@@ -96,6 +96,7 @@ pub(crate) struct RawTarget {
     pub sftp: Option<Spanned<String>>,
     pub forwarding: Option<Spanned<String>>,
     pub record_input: Option<Spanned<bool>>,
+    pub max_recording_size: Option<Spanned<RawSize>>,
 }
 
 #[derive(Debug, Deserialize)]

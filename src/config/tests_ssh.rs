@@ -70,6 +70,7 @@ fn ssh_target_defaults_and_parsed_keys() {
     let ssh = t.ssh.as_ref().unwrap();
     assert_eq!(ssh.auth, SshUpstreamAuth::KeyFile(dir.join("up.key")));
     assert!(ssh.shell && !ssh.forwarding && !ssh.record_input);
+    assert_eq!(ssh.max_recording_size, 1 << 30);
     assert_eq!(ssh.sftp, SftpAccess::Allow);
     assert_eq!(ssh.host_key.len(), 32);
     assert_eq!(p.identity("alice").unwrap().ssh_keys.len(), 1);
@@ -154,6 +155,42 @@ fn rejects_postgres_keys_on_ssh_targets_and_ssh_keys_on_postgres_targets() {
         &format!("{BASE}[[target]]\nname = \"db2\"\nlisten = \"127.0.0.1:6433\"\nupstream = \"h:5432\"\ndatabase = \"a\"\nuser = \"u\"\nupstream_tls = \"disable\"\nsftp = \"deny\"\n"),
         25,
         8,
+        "SSH target key",
+    );
+}
+
+#[test]
+fn max_recording_size_takes_a_size_or_bytes() {
+    let dir = key_dir("ssh-recsize");
+    for (value, bytes) in [
+        ("\"64KiB\"", 64 << 10),
+        ("\"2GiB\"", 2 << 30),
+        ("4096", 4096),
+    ] {
+        let extra = format!("key_file = \"up.key\"\nmax_recording_size = {value}\n");
+        let p = parse_in(&dir, &ssh_policy(&dir, &extra)).unwrap();
+        let ssh = p.target("web").unwrap().ssh.clone().unwrap();
+        assert_eq!(ssh.max_recording_size, bytes, "{value}");
+    }
+}
+
+#[test]
+fn rejects_max_recording_size_out_of_range_or_malformed() {
+    let dir = key_dir("ssh-badrecsize");
+    for value in ["0", "-1", "4095", "\"2TiB\"", "\"lots\"", "\"\""] {
+        let extra = format!("key_file = \"up.key\"\nmax_recording_size = {value}\n");
+        one_problem_in(
+            &dir,
+            &ssh_policy(&dir, &extra),
+            16,
+            22,
+            "`max_recording_size` must be a size between 4KiB and 1TiB",
+        );
+    }
+    one_problem(
+        &format!("{BASE}[[target]]\nname = \"db2\"\nlisten = \"127.0.0.1:6433\"\nupstream = \"h:5432\"\ndatabase = \"a\"\nuser = \"u\"\nupstream_tls = \"disable\"\nmax_recording_size = \"1MiB\"\n"),
+        25,
+        22,
         "SSH target key",
     );
 }

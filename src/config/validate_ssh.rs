@@ -7,11 +7,13 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::super::duration::parse_size;
 use super::super::model::*;
 use super::super::raw::*;
 use super::{is_env_name, Ctx};
 use crate::policy::command::CommandFlags;
 use crate::proto::ssh::keys::PublicKey;
+use crate::record::DEFAULT_LIMIT;
 
 /// The `flags` name for command lines the classifier did not understand.
 pub(crate) const UNKNOWN_FLAG: &str = "unknown";
@@ -81,7 +83,7 @@ fn refuse_pg_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
 
 /// Refuses SSH-only keys on a PostgreSQL target.
 pub(super) fn refuse_ssh_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
-    let spans: [(&str, Option<Range<usize>>); 7] = [
+    let spans: [(&str, Option<Range<usize>>); 8] = [
         ("key_file", r.key_file.as_ref().map(Spanned::span)),
         ("host_key", r.host_key.as_ref().map(Spanned::span)),
         ("shell", r.shell.as_ref().map(Spanned::span)),
@@ -89,6 +91,10 @@ pub(super) fn refuse_ssh_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
         ("sftp", r.sftp.as_ref().map(Spanned::span)),
         ("forwarding", r.forwarding.as_ref().map(Spanned::span)),
         ("record_input", r.record_input.as_ref().map(Spanned::span)),
+        (
+            "max_recording_size",
+            r.max_recording_size.as_ref().map(Spanned::span),
+        ),
     ];
     for (key, span) in spans {
         if let Some(span) = span {
@@ -240,7 +246,35 @@ pub(super) fn ssh_target(
         sftp,
         forwarding,
         record_input: r.record_input.as_ref().is_some_and(|v| *v.get_ref()),
+        max_recording_size: max_recording_size(cx, r),
     })
+}
+
+/// Smallest `max_recording_size`: room for the header, the limit marker and some output.
+const MIN_RECORDING_SIZE: u64 = 4 << 10;
+/// Largest `max_recording_size`.
+const MAX_RECORDING_SIZE: u64 = 1 << 40;
+
+/// `max_recording_size`: a size (`"64MiB"`, or a number of bytes) from 4 KiB to 1 TiB; default
+/// 1 GiB. A problem is recorded and the default returned.
+fn max_recording_size(cx: &mut Ctx<'_>, r: &RawTarget) -> u64 {
+    let Some(v) = &r.max_recording_size else {
+        return DEFAULT_LIMIT;
+    };
+    let size = match v.get_ref() {
+        RawSize::Bytes(n) => u64::try_from(*n).ok(),
+        RawSize::Text(s) => parse_size(s),
+    };
+    match size.filter(|n| (MIN_RECORDING_SIZE..=MAX_RECORDING_SIZE).contains(n)) {
+        Some(n) => n,
+        None => {
+            cx.err(
+                v.span(),
+                "`max_recording_size` must be a size between 4KiB and 1TiB; write e.g. \"1GiB\", \"64MiB\" or a number of bytes",
+            );
+            DEFAULT_LIMIT
+        }
+    }
 }
 
 /// The SSH parts of a rule: `commands` regexes, `programs`, and the command flag names of

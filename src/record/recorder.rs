@@ -245,6 +245,11 @@ impl Recorder {
         self.encoder.bytes_written()
     }
 
+    /// The size cap this recording was created with ([`RecordOptions::limit`]).
+    pub fn limit(&self) -> u64 {
+        self.options.limit
+    }
+
     /// Bytes waiting in the write buffer.
     pub fn unflushed_bytes(&self) -> usize {
         self.unflushed

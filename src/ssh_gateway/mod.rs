@@ -22,17 +22,22 @@ mod recording;
 mod session;
 mod sftp_audit;
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use ring::rand::SecureRandom;
 use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
 use crate::audit::Event;
-use crate::proto::ssh::msg::DisconnectReason;
-use crate::proto::ssh::transport::{Role, Transport, TransportConfig};
+use crate::proto::ssh::msg::{self, DisconnectReason};
+use crate::proto::ssh::packet::PacketSealer;
+use crate::proto::ssh::transport::{Role, Transport, TransportConfig, DEFAULT_KEX_TIMEOUT};
+use crate::proto::ssh::version::our_version;
+use crate::proto::ssh::wire::Writer;
 use crate::server::{lock, Gateway, SessionEntry};
 use auth::Refused;
 use conn::Conn;
@@ -68,6 +73,11 @@ pub async fn handle_connection(
     drop(loaded);
     if gw.connections.fetch_add(1, Ordering::AcqRel) >= max {
         gw.connections.fetch_sub(1, Ordering::AcqRel);
+        log(&format!(
+            "ssh {peer} -> {}: refused: too many connections (max_connections = {max})",
+            target.name
+        ));
+        refuse_over_capacity(tcp, max).await;
         return;
     }
     let _guard = ConnectionGuard(gw.clone());
@@ -82,7 +92,7 @@ pub async fn handle_connection(
     };
     let transport = match Transport::new(
         Role::Server { host_key: pair },
-        TransportConfig::default(),
+        client_transport_config(handshake_timeout),
         Box::new(rng),
         Instant::now(),
     ) {
@@ -224,6 +234,96 @@ pub async fn handle_connection(
         .await;
 }
 
+/// The client leg's transport settings.
+///
+/// The first key exchange is part of the handshake: the outer `handshake_timeout` deadline in
+/// [`handle_connection`] ends it (with its own message) when that is shorter than the transport's
+/// 30 s bound. A later key exchange (a rekey, by either side, every hour or gigabyte) gets no more
+/// time than the whole handshake had, and at most 30 s: the session's data waits while it runs.
+fn client_transport_config(handshake_timeout: Duration) -> TransportConfig {
+    TransportConfig {
+        rekey_timeout: handshake_timeout.min(DEFAULT_KEX_TIMEOUT),
+        ..TransportConfig::default()
+    }
+}
+
+/// Longest time the refusal of a connection over `max_connections` may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest time a refused connection is kept open for the client to read the refusal.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// Most bytes read (and discarded) from a refused client while it lingers: its identification
+/// string and KEXINIT fit many times over.
+const REFUSAL_DRAIN_BYTES: usize = 16 * 1024;
+/// Most refused connections lingering at once; beyond this the socket is closed at once, so a
+/// flood over the cap can't hold more than this many sockets open.
+const MAX_LINGERING_REFUSALS: usize = 64;
+static LINGERING_REFUSALS: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells a client over `max_connections` why it is refused, in a form OpenSSH's `ssh` prints.
+///
+/// RFC 4253 §4.2 lets a server send lines before its identification string, but OpenSSH's client
+/// only shows them with `-v`; an `SSH_MSG_DISCONNECT` right after our identification string (an
+/// unencrypted packet, before any KEXINIT; RFC 4253 §11.1: "this message ... MUST be able to be
+/// processed" at any time) is printed as `Received disconnect from HOST port PORT:12:
+/// portcullis: too many connections (max_connections = N)`.
+///
+/// The client sends its own identification string and KEXINIT without waiting for ours, so those
+/// are unread in our socket when we close it, and Linux answers a close with unread data with a
+/// reset, which makes the client drop our refusal unread (`Connection reset by ...`). So after the
+/// write, our side is shut down and the client's bytes are read and thrown away until it closes,
+/// bounded by [`REFUSAL_LINGER`], [`REFUSAL_DRAIN_BYTES`] and [`MAX_LINGERING_REFUSALS`]; a real
+/// `ssh` closes within milliseconds. Nothing of what it sends is parsed.
+async fn refuse_over_capacity(mut tcp: TcpStream, max: usize) {
+    let Some(refusal) = over_capacity_refusal(max, &ring::rand::SystemRandom::new()) else {
+        return;
+    };
+    let written = async { tcp.write_all(&refusal).await.is_ok() }
+        .or(async {
+            smol::Timer::after(REFUSAL_WRITE_TIMEOUT).await;
+            false
+        })
+        .await;
+    if !written || tcp.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    if LINGERING_REFUSALS.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING_REFUSALS {
+        LINGERING_REFUSALS.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let mut scratch = [0u8; 2048];
+    async {
+        let mut drained = 0;
+        while drained < REFUSAL_DRAIN_BYTES {
+            match tcp.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    }
+    .or(async {
+        smol::Timer::after(REFUSAL_LINGER).await;
+    })
+    .await;
+    LINGERING_REFUSALS.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Our identification string followed by an unencrypted `SSH_MSG_DISCONNECT` with reason
+/// `SSH_DISCONNECT_TOO_MANY_CONNECTIONS` (12), or `None` if the random padding can't be drawn.
+fn over_capacity_refusal(max: usize, rng: &dyn SecureRandom) -> Option<Vec<u8>> {
+    let mut out = format!("{}\r\n", our_version()).into_bytes();
+    let description = format!("portcullis: too many connections (max_connections = {max})");
+    // RFC 4253 §11.1: "uint32 reason code / string description in ISO-10646 UTF-8 encoding /
+    // string language tag".
+    let mut w = Writer::message(msg::DISCONNECT);
+    w.u32(DisconnectReason::TooManyConnections.code())
+        .string(description.as_bytes())
+        .string(b"");
+    PacketSealer::new()
+        .seal(w.as_bytes(), rng, &mut out)
+        .ok()
+        .map(|()| out)
+}
+
 struct ConnectionGuard(Arc<Gateway>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
@@ -235,5 +335,102 @@ struct Unregister(Arc<Gateway>, i32);
 impl Drop for Unregister {
     fn drop(&mut self) {
         lock(&self.0.sessions).remove(&self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ssh::packet::PacketOpener;
+    use crate::proto::ssh::transport::{Event, TransportError};
+    use crate::proto::ssh::version::{scan, Scan};
+    use crate::proto::ssh::wire::Reader;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    /// Moves bytes both ways until neither side has more to say; returns both sides' events.
+    fn pump(a: &mut Transport, b: &mut Transport, now: Instant) -> (Vec<Event>, Vec<Event>) {
+        let (mut a_events, mut b_events) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            let to_b = a.pending_output().to_vec();
+            a.consume_output(to_b.len());
+            b.feed(&to_b);
+            b_events.extend(b.process(now).unwrap());
+            let to_a = b.pending_output().to_vec();
+            b.consume_output(to_a.len());
+            a.feed(&to_a);
+            a_events.extend(a.process(now).unwrap());
+            if a.pending_output().is_empty() && b.pending_output().is_empty() {
+                break;
+            }
+        }
+        (a_events, b_events)
+    }
+
+    #[test]
+    fn client_leg_rekey_times_out_after_handshake_timeout_capped_at_30s() {
+        assert_eq!(
+            client_transport_config(Duration::from_secs(600)).rekey_timeout,
+            Duration::from_secs(30)
+        );
+        let handshake_timeout = Duration::from_secs(2);
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let pinned_host_key: [u8; 32] = key.public_key().as_ref().try_into().unwrap();
+        let now = Instant::now();
+        let mut server = Transport::new(
+            Role::Server { host_key: key },
+            client_transport_config(handshake_timeout),
+            Box::new(rng.clone()),
+            now,
+        )
+        .unwrap();
+        let mut client = Transport::new(
+            Role::Client { pinned_host_key },
+            TransportConfig::default(),
+            Box::new(rng),
+            now,
+        )
+        .unwrap();
+        let (server_events, _) = pump(&mut server, &mut client, now);
+        assert!(
+            server_events
+                .iter()
+                .any(|e| matches!(e, Event::Ready { .. })),
+            "no first key exchange: {server_events:?}"
+        );
+        // The gateway starts a rekey that the client never answers.
+        server.start_rekey(now).unwrap();
+        assert_eq!(server.poll_timeout(), Some(now + handshake_timeout));
+        server
+            .handle_timeout(now + handshake_timeout - Duration::from_millis(1))
+            .unwrap();
+        assert_eq!(
+            server.handle_timeout(now + handshake_timeout),
+            Err(TransportError::KexTimeout)
+        );
+    }
+
+    #[test]
+    fn over_capacity_refusal_is_identification_then_plain_disconnect() {
+        let bytes = over_capacity_refusal(7, &ring::rand::SystemRandom::new()).unwrap();
+        let Ok(Scan::Identification { version, consumed }) = scan(&bytes, true) else {
+            panic!("no identification string first: {bytes:?}");
+        };
+        assert_eq!(version, our_version().into_bytes());
+        let packet = PacketOpener::new()
+            .open(&bytes[consumed..])
+            .unwrap()
+            .unwrap();
+        assert_eq!(consumed + packet.consumed, bytes.len(), "trailing bytes");
+        let mut r = Reader::new(&packet.payload);
+        assert_eq!(r.u8().unwrap(), msg::DISCONNECT);
+        assert_eq!(r.u32().unwrap(), 12, "SSH_DISCONNECT_TOO_MANY_CONNECTIONS");
+        assert_eq!(
+            r.utf8().unwrap(),
+            "portcullis: too many connections (max_connections = 7)"
+        );
+        assert_eq!(r.string().unwrap(), b"");
+        r.finish().unwrap();
     }
 }

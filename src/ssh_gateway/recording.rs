@@ -48,7 +48,9 @@ use crate::config::Identity;
 use crate::mask::{self, Masker};
 use crate::proto::ssh::connection::TerminalSize;
 use crate::proto::ssh::relay::{ChannelId, Verdict};
-use crate::record::{recording_path, Header, Outcome, RecordError, RecordOptions, Recorder};
+use crate::record::{
+    recording_path, Header, Outcome, RecordError, RecordOptions, Recorder, DEFAULT_LIMIT,
+};
 use crate::server::{now_unix, Gateway};
 
 /// Quiet time after which masked bytes held back are decided and recorded.
@@ -77,11 +79,9 @@ impl Plan {
     /// The plan for `identity` on target `target` under the policy loaded now.
     pub(super) fn current(gw: &Gateway, identity: &Identity, target: &str) -> Plan {
         let loaded = gw.loaded();
-        let record_input = loaded
-            .policy
-            .target(target)
-            .and_then(|t| t.ssh.as_ref())
-            .is_some_and(|ssh| ssh.record_input);
+        let ssh = loaded.policy.target(target).and_then(|t| t.ssh.as_ref());
+        let record_input = ssh.is_some_and(|ssh| ssh.record_input);
+        let limit = ssh.map_or(DEFAULT_LIMIT, |ssh| ssh.max_recording_size);
         let masks = loaded
             .policy
             .masks
@@ -93,6 +93,7 @@ impl Plan {
         Plan {
             data_dir: loaded.policy.gateway.data_dir.clone(),
             options: RecordOptions {
+                limit,
                 record_input,
                 ..RecordOptions::default()
             },
@@ -323,7 +324,8 @@ impl Recordings {
                 let ev = self
                     .event("recording_limit_reached", channel)
                     .str("path", ch.recorder.path().display().to_string())
-                    .uint("bytes", ch.recorder.bytes_written());
+                    .uint("bytes", ch.recorder.bytes_written())
+                    .uint("limit", ch.recorder.limit());
                 self.reports.push(Report::Audit(ev));
                 self.halted.get_or_insert(HALT_LIMIT);
             }

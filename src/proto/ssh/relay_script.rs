@@ -8,24 +8,47 @@
 //! | 0, 1 | u16 length (big-endian), then that many payload bytes | [`Relay::handle`] from the client (0) or upstream (1) |
 //! | 2, 3 | one byte n | up to n+1 [`Relay::poll_transmit`] to the client (2) or upstream (3) |
 //! | 4 | one byte: low 4 bits pick a pending decision, high bits the verdict (0 allow, 1 deny, 2 deny with message, 3 hold) | [`Relay::decide`] |
-//! | 5 | one byte: a channel number (low 7 bits); high bit clear: [`Relay::close_channel`], set: [`Relay::set_filter`] with a read-only SFTP filter | close or filter a channel |
+//! | 5 | one byte: a channel number (low 7 bits) and a flag (high bit); what is done depends on bits 3–4 of the op byte, below | close, filter or flush a channel |
 //! | 6 | one byte: even client, odd upstream | [`Relay::send_keepalive`] |
 //! | 7 | none | drain both directions completely |
+//!
+//! Op 5 by `(op >> 3) % 4`:
+//!
+//! | variant | flag clear | flag set |
+//! | --- | --- | --- |
+//! | 0 | [`Relay::close_channel`] | [`Relay::set_filter`] with a read-only SFTP filter |
+//! | 1 | [`Relay::set_filter`] with a [`MaskFilter`] whose output is shorter or longer than its input (e-mail addresses redacted, 4-digit runs hashed) | the same with a filter that makes output much longer (every `q` redacted to `[redacted:q]`), up to the relay's queue bound, past which the channel fails closed |
+//! | 2 | [`Relay::flush_filter`] on the channel | the same |
+//! | 3 | [`Relay::flush_filter`] on every channel [`Relay::filters_holding`] names (what the session does when output is idle) | the same |
+//!
+//! The op bytes the seeds use for 0–7 have bits 3–4 clear, so they keep their meaning.
 //!
 //! After every operation the relay's flow-control invariants must hold and every payload it
 //! sends must decode; [`run`] panics otherwise (that is the point: the fuzzer reports it).
 
+use std::sync::{Arc, OnceLock};
+
 use super::connection::Message;
-use super::relay::{Event, Relay, RelayConfig, RelayError, Side, Ticket, Verdict};
+use super::filter::SftpFilter;
+use super::mask_filter::MaskFilter;
+use super::relay::{ChannelId, Event, Relay, RelayConfig, RelayError, Side, Ticket, Verdict};
+use super::sftp::SftpMode;
+use crate::mask::{Masker, Strategy};
 
 /// What a script did.
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Payloads the relay sent.
     pub sent: usize,
+    /// Channel data (stdout and stderr, all channels, in order) sent to the client, up to
+    /// [`CLIENT_DATA_KEPT`] bytes: what tests check masking on.
+    pub client_data: Vec<u8>,
     /// The first protocol error the relay reported, if any (expected for hostile input).
     pub error: Option<RelayError>,
 }
+
+/// Most bytes of [`Outcome::client_data`] kept.
+pub const CLIENT_DATA_KEPT: usize = 64 * 1024;
 
 /// Runs `script` on a fresh relay.
 ///
@@ -36,6 +59,7 @@ pub fn run(script: &[u8]) -> Outcome {
     let mut relay = Relay::new(RelayConfig::default());
     let mut pending: Vec<Ticket> = Vec::new();
     let mut sent = 0usize;
+    let mut client_data = Vec::new();
     let mut rest = script;
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
@@ -68,7 +92,7 @@ pub fn run(script: &[u8]) -> Outcome {
                 } else {
                     Side::Upstream
                 };
-                sent += transmit(&mut relay, side, usize::from(n) + 1);
+                sent += transmit(&mut relay, side, usize::from(n) + 1, &mut client_data);
             }
             4 => {
                 let Some((&arg, tail)) = rest.split_first() else {
@@ -94,15 +118,30 @@ pub fn run(script: &[u8]) -> Outcome {
                     break;
                 };
                 rest = tail;
-                let channel = super::relay::ChannelId(u32::from(id & 0x7f));
-                if id & 0x80 == 0 {
-                    relay.close_channel(channel);
-                } else if let Err(e) = relay.set_filter(
-                    channel,
-                    Box::new(super::filter::SftpFilter::new(
-                        super::sftp::SftpMode::ReadOnly,
-                    )),
-                ) {
+                let channel = ChannelId(u32::from(id & 0x7f));
+                let flag = id & 0x80 != 0;
+                let result = match ((op >> 3) % 4, flag) {
+                    (0, false) => {
+                        relay.close_channel(channel);
+                        Ok(())
+                    }
+                    (0, true) => relay
+                        .set_filter(channel, Box::new(SftpFilter::new(SftpMode::ReadOnly)))
+                        .map(drop),
+                    (1, growing) => match MaskFilter::new(maskers(growing)) {
+                        Some(filter) => relay.set_filter(channel, Box::new(filter)).map(drop),
+                        None => Ok(()),
+                    },
+                    (2, _) => relay.flush_filter(channel).map(drop),
+                    _ => {
+                        let holding: Vec<ChannelId> =
+                            relay.filters_holding().map(|hold| hold.channel).collect();
+                        holding
+                            .into_iter()
+                            .try_for_each(|channel| relay.flush_filter(channel).map(drop))
+                    }
+                };
+                if let Err(e) = result {
                     error.get_or_insert(e);
                 }
             }
@@ -118,8 +157,8 @@ pub fn run(script: &[u8]) -> Outcome {
                 });
             }
             _ => {
-                sent += transmit(&mut relay, Side::Downstream, usize::MAX);
-                sent += transmit(&mut relay, Side::Upstream, usize::MAX);
+                sent += transmit(&mut relay, Side::Downstream, usize::MAX, &mut client_data);
+                sent += transmit(&mut relay, Side::Upstream, usize::MAX, &mut client_data);
             }
         }
         while let Some(event) = relay.poll_event() {
@@ -133,17 +172,66 @@ pub fn run(script: &[u8]) -> Outcome {
             panic!("flow-control invariant broken: {broken}");
         }
     }
-    Outcome { sent, error }
+    Outcome {
+        sent,
+        client_data,
+        error,
+    }
 }
 
-fn transmit(relay: &mut Relay, to: Side, max: usize) -> usize {
+/// The maskers op 5 puts in a [`MaskFilter`], built once per process (compiling them per script
+/// would dominate a fuzzing run). `growing = false`: e-mail addresses redacted (`[redacted:email]`,
+/// shorter or longer than the address) and runs of 4 digits hashed (`h:` and 16 hex digits,
+/// longer), so the output length drifts both ways; `true`: every `q` redacted, 12 times longer.
+fn maskers(growing: bool) -> &'static [Arc<Masker>] {
+    static MASKERS: OnceLock<[Vec<Arc<Masker>>; 2]> = OnceLock::new();
+    let [drifting, growing_set] = MASKERS.get_or_init(|| {
+        let build = |detectors: &[&str], custom: &[(&str, &str)], strategy| {
+            let detectors: Vec<String> = detectors.iter().map(|d| (*d).to_owned()).collect();
+            let custom: Vec<(String, String)> = custom
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+                .collect();
+            // Fixed inputs that are known to compile; a failure leaves that masker out.
+            Masker::new(&detectors, &custom, strategy, [7; 32])
+                .ok()
+                .map(Arc::new)
+        };
+        [
+            [
+                build(&["email"], &[], Strategy::Redact),
+                build(&[], &[("pin", "[0-9]{4}")], Strategy::Hash),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            build(&[], &[("q", "q")], Strategy::Redact)
+                .into_iter()
+                .collect(),
+        ]
+    });
+    if growing {
+        growing_set
+    } else {
+        drifting
+    }
+}
+
+fn transmit(relay: &mut Relay, to: Side, max: usize, client_data: &mut Vec<u8>) -> usize {
     let mut n = 0;
     while n < max {
         let Some(payload) = relay.poll_transmit(to) else {
             break;
         };
-        if let Err(e) = Message::parse(&payload) {
-            panic!("relay sent a payload that does not decode ({e}): {payload:?}");
+        match Message::parse(&payload) {
+            Err(e) => panic!("relay sent a payload that does not decode ({e}): {payload:?}"),
+            Ok(Message::Data { data, .. } | Message::ExtendedData { data, .. })
+                if to == Side::Downstream =>
+            {
+                let room = CLIENT_DATA_KEPT.saturating_sub(client_data.len());
+                client_data.extend_from_slice(data.get(..room).unwrap_or(data));
+            }
+            Ok(_) => {}
         }
         n += 1;
         // Every poll hands on at most one window's worth; a loop far past that is a bug.
@@ -199,6 +287,14 @@ mod tests {
             }),
         );
         let sftp = sftp_read_only(&open, &confirm);
+        let masked = masked_exec(
+            &open,
+            &confirm,
+            &exec,
+            0x00,
+            b"mail bob@example.org, pin 1234\n",
+        );
+        let masked_growing = masked_exec(&open, &confirm, &exec, 0x80, b"qqqq quick quiz\n");
         let allow = vec![4, 0x00];
         let deny_msg = vec![4, 0x20];
         let up = vec![3, 255];
@@ -340,7 +436,69 @@ mod tests {
             ("globals.bin", globals),
             ("small_window.bin", window),
             ("sftp_read_only_filter.bin", sftp),
+            ("mask_filter_exec.bin", masked),
+            ("mask_filter_growing_exec.bin", masked_growing),
         ]
+    }
+
+    /// An exec whose channel gets a mask filter (op 5 variant 1, `flag` picks the masker set)
+    /// before it is allowed; the target writes `secret` to stdout and stderr in two halves each,
+    /// interleaved, the script flushes the channel (variant 2), the target writes it whole to
+    /// both, the script flushes every holding channel (variant 3), the target writes it to
+    /// stdout once more and ends with exit status, EOF and CLOSE (which flush too): five copies.
+    fn masked_exec(open: &[u8], confirm: &[u8], exec: &[u8], flag: u8, secret: &[u8]) -> Vec<u8> {
+        let (head, tail) = secret.split_at(secret.len() / 2);
+        let out = |bytes: &[u8]| {
+            handle(
+                1,
+                Message::Data {
+                    recipient: 0,
+                    data: bytes,
+                },
+            )
+        };
+        let err = |bytes: &[u8]| {
+            handle(
+                1,
+                Message::ExtendedData {
+                    recipient: 0,
+                    data_type: EXTENDED_DATA_STDERR,
+                    data: bytes,
+                },
+            )
+        };
+        [
+            open.to_vec(),
+            vec![4, 0x00, 3, 255],
+            confirm.to_vec(),
+            exec.to_vec(),
+            vec![5 | 1 << 3, flag],
+            vec![4, 0x00, 3, 255],
+            handle(1, Message::ChannelSuccess { recipient: 0 }),
+            out(head),
+            err(head),
+            out(tail),
+            err(tail),
+            vec![5 | 2 << 3, 0, 7],
+            out(secret),
+            err(secret),
+            vec![7, 5 | 3 << 3, 0, 7],
+            out(secret),
+            handle(
+                1,
+                Message::ChannelRequest(ChannelRequest {
+                    recipient: 0,
+                    want_reply: false,
+                    kind: ChannelRequestKind::ExitStatus { status: 0 },
+                }),
+            ),
+            handle(1, Message::Eof { recipient: 0 }),
+            handle(1, Message::Close { recipient: 0 }),
+            vec![7],
+            handle(0, Message::Close { recipient: 0 }),
+            vec![7],
+        ]
+        .concat()
     }
 
     /// A session whose `subsystem sftp` gets the read-only filter (op 5 with the high bit), then
@@ -416,6 +574,65 @@ mod tests {
             assert_eq!(outcome.error, None, "{name}");
             assert!(outcome.sent >= 3, "{name} sent almost nothing");
         }
+    }
+
+    #[test]
+    fn mask_filter_ops_get_their_maskers() {
+        // A masker that failed to compile would turn the mask ops into no-ops silently.
+        assert_eq!(maskers(false).len(), 2);
+        assert_eq!(maskers(true).len(), 1);
+    }
+
+    fn seed(name: &str) -> Vec<u8> {
+        seed_scripts()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, script)| script)
+            .unwrap()
+    }
+
+    fn count(haystack: &[u8], needle: &[u8]) -> usize {
+        haystack
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count()
+    }
+
+    #[test]
+    fn mask_filter_seed_reaches_the_client_masked_shorter_and_longer() {
+        let outcome = run(&seed("mask_filter_exec.bin"));
+        assert_eq!(outcome.error, None);
+        let text = String::from_utf8_lossy(&outcome.client_data);
+        let masked = b"mail [redacted:email], pin h:";
+        assert_eq!(count(&outcome.client_data, masked), 5, "{text}");
+        assert!(!text.contains("bob@") && !text.contains("1234"), "{text}");
+    }
+
+    #[test]
+    fn flush_op_releases_what_the_mask_filter_holds() {
+        let script = seed("mask_filter_exec.bin");
+        let flush_then_drain = [5 | 2 << 3, 0, 7];
+        let at = script
+            .windows(3)
+            .position(|w| w == flush_then_drain)
+            .unwrap();
+        let masked: &[u8] = b"mail [redacted:email], pin h:";
+        // Up to the flush: stdout and stderr each hold one whole line, released masked.
+        let flushed = run(&script[..at + 3]);
+        assert_eq!(count(&flushed.client_data, masked), 2);
+        // Without it, the short lines stay in the maskers.
+        let drained_only = run(&[&script[..at], &[7]].concat());
+        assert_eq!(count(&drained_only.client_data, masked), 0);
+    }
+
+    #[test]
+    fn growing_mask_filter_seed_reaches_the_client_masked() {
+        let outcome = run(&seed("mask_filter_growing_exec.bin"));
+        assert_eq!(outcome.error, None);
+        let text = String::from_utf8_lossy(&outcome.client_data);
+        let placeholders = count(&outcome.client_data, b"[redacted:q]");
+        assert_eq!(placeholders, 5 * 6, "{text}");
+        assert_eq!(count(&outcome.client_data, b"q"), placeholders, "{text}");
     }
 
     #[test]

@@ -37,7 +37,7 @@
 //!   peer offers it, which every OpenSSH since 9.6 does.
 //! - Rekeying by volume and time (RFC 4253 §9), by either side.
 //! - Bounded memory per packet ([`super::packet::MAX_PACKET_LENGTH`]) and a deadline for every
-//!   key exchange (`TransportConfig::kex_timeout`).
+//!   key exchange (`TransportConfig::kex_timeout` for the first, `rekey_timeout` for later ones).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -104,10 +104,16 @@ pub struct TransportConfig {
     pub rekey_after_packets: u64,
     /// Rekey this long after the last key exchange completed.
     pub rekey_interval: Duration,
-    /// Every key exchange, from the start of the connection (first) or from the KEXINIT that
-    /// began it (rekey), must complete within this time.
+    /// The first key exchange must complete within this time from the start of the connection.
     pub kex_timeout: Duration,
+    /// Every later key exchange must complete within this time from the KEXINIT that began it
+    /// (ours or the peer's). Data waits while it runs, so a peer that stalls a rekey stalls the
+    /// session until this expires.
+    pub rekey_timeout: Duration,
 }
+
+/// Default of [`TransportConfig::kex_timeout`] and [`TransportConfig::rekey_timeout`].
+pub const DEFAULT_KEX_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -116,7 +122,8 @@ impl Default for TransportConfig {
             rekey_after_bytes: 1 << 30,
             rekey_after_packets: 1 << 31,
             rekey_interval: Duration::from_secs(3600),
-            kex_timeout: Duration::from_secs(30),
+            kex_timeout: DEFAULT_KEX_TIMEOUT,
+            rekey_timeout: DEFAULT_KEX_TIMEOUT,
         }
     }
 }
@@ -195,7 +202,8 @@ pub enum TransportError {
     },
     /// A packet with an empty payload (no message number).
     EmptyPayload,
-    /// A key exchange did not complete within `TransportConfig::kex_timeout`.
+    /// A key exchange did not complete within `TransportConfig::kex_timeout` (the first) or
+    /// `TransportConfig::rekey_timeout` (a later one).
     KexTimeout,
     /// The peer disconnected (reported once as [`Event::Disconnected`], then returned by every
     /// call).
@@ -886,7 +894,7 @@ impl Transport {
             session,
             rekey: Some(KexRun {
                 step: KexStep::ExpectKexInit { ours },
-                deadline: deadline_after(now, self.config.kex_timeout),
+                deadline: deadline_after(now, self.config.rekey_timeout),
             }),
         })
     }
@@ -1094,7 +1102,7 @@ impl Transport {
                         session,
                         rekey: Some(KexRun {
                             step,
-                            deadline: deadline_after(now, self.config.kex_timeout),
+                            deadline: deadline_after(now, self.config.rekey_timeout),
                         }),
                     });
                 }
