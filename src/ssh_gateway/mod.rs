@@ -286,8 +286,15 @@ async fn refuse_over_capacity(mut tcp: TcpStream, max: usize) {
     if !written || tcp.shutdown(Shutdown::Write).is_err() {
         return;
     }
+    // Released on drop, so a task cancelled mid-linger (shutdown) gives its slot back.
+    struct Lingering;
+    impl Drop for Lingering {
+        fn drop(&mut self) {
+            LINGERING_REFUSALS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let lingering = Lingering;
     if LINGERING_REFUSALS.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING_REFUSALS {
-        LINGERING_REFUSALS.fetch_sub(1, Ordering::AcqRel);
         return;
     }
     let mut scratch = [0u8; 2048];
@@ -304,7 +311,7 @@ async fn refuse_over_capacity(mut tcp: TcpStream, max: usize) {
         smol::Timer::after(REFUSAL_LINGER).await;
     })
     .await;
-    LINGERING_REFUSALS.fetch_sub(1, Ordering::AcqRel);
+    drop(lingering);
 }
 
 /// Our identification string followed by an unencrypted `SSH_MSG_DISCONNECT` with reason
