@@ -180,6 +180,23 @@ impl Audit {
             .map_err(|_| AuditError::Closed)
     }
 
+    /// [`record`](Self::record) without waiting: queues `ev` if the queue has room, else gives it
+    /// back (the caller then waits with `record`). An event for a closed log is dropped, as
+    /// `record` would report and callers ignore.
+    ///
+    /// # Errors
+    /// The event itself, when the queue is full.
+    pub fn try_record(&self, ev: Event) -> Result<(), Event> {
+        match self.tx.try_send(Job {
+            ev,
+            reply: None,
+            ts_ms: Some(writer::now_ms()),
+        }) {
+            Ok(()) | Err(channel::TrySendError::Closed(_)) => Ok(()),
+            Err(channel::TrySendError::Full(job)) => Err(job.ev),
+        }
+    }
+
     /// [`record_durable`](Self::record_durable) for threads and the CLI (blocks this thread).
     ///
     /// # Errors

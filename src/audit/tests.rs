@@ -631,3 +631,23 @@ fn json_escaper_matches_the_char_by_char_reference() {
     super::format::push_json_str(&mut out, "a\"b");
     assert_eq!(out, "x\"a\\\"b\"");
 }
+
+#[test]
+fn try_record_queues_without_waiting_and_the_event_is_written() {
+    let (store, dir) = open("audit-try-record");
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    for i in 0..3u64 {
+        assert!(audit.try_record(Event::new("tried").uint("i", i)).is_ok());
+    }
+    writer.shutdown();
+    let lines = exported(&store, 0);
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.contains(&format!("\"kind\":\"tried\",\"i\":{i},")), "{l}");
+    }
+    // After shutdown the log is closed: the event is dropped, not handed back to wait with.
+    assert!(audit.try_record(Event::new("late")).is_ok());
+    assert_eq!(exported(&store, 0).len(), 3);
+    assert!(verify(&store).unwrap().is_intact());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -511,7 +511,8 @@ impl Session {
             .shared("token", &ids.token)
     }
 
-    async fn audit_completion(&self, c: Completion) {
+    /// The `statement` event of a completed statement (and its latency, observed).
+    pub(super) fn completion_event(&self, c: Completion) -> Event {
         if c.executed {
             self.counters.statement_latency.observe(c.elapsed);
         }
@@ -536,7 +537,18 @@ impl Session {
         if let Some((code, msg)) = c.error {
             ev = ev.str("error_code", code).str("error", msg);
         }
-        // Back-pressure: if the audit writer falls behind, the session waits rather than dropping.
+        ev
+    }
+
+    /// Queues `ev` if the audit queue has room (the common case: no future, no wait). Gives it
+    /// back when the queue is full, for [`Session::audit_record`] to wait with.
+    pub(super) fn try_audit_record(&self, ev: Event) -> Result<(), Event> {
+        self.gw.audit.try_record(ev)
+    }
+
+    /// Queues `ev`, waiting for room: if the audit writer falls behind, the session waits rather
+    /// than dropping the event (back-pressure).
+    pub(super) async fn audit_record(&self, ev: Event) {
         let _ = self.gw.audit.record(ev).await;
     }
 

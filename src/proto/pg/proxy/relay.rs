@@ -648,8 +648,14 @@ impl SessionRelay {
                 return moved;
             }
             let c = self.done.remove(0);
-            let session = self.session.clone();
-            self.auditing = Some(Box::pin(async move { session.audit_completion(c).await }));
+            let ev = self.session.completion_event(c);
+            // Queued in place when the audit queue has room; a future only when it is full.
+            if let Err(ev) = self.session.try_audit_record(ev) {
+                let session = self.session.clone();
+                self.auditing = Some(Box::pin(async move { session.audit_record(ev).await }));
+            } else {
+                moved = true;
+            }
         }
     }
 
