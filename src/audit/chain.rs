@@ -1,6 +1,14 @@
 //! The stored chain: rows of the `AUDIT` table, the head in `META`, export and verification.
 //!
-//! Row `seq` = version byte, SHA-256 of the line (32 bytes), the line. Each line names the hash of
+//! A row holds one line or a block of consecutive lines, keyed by the seq of its first line:
+//! - version 1, one line: version byte, SHA-256 of the line (32 bytes), the line;
+//! - version 2, a block of n >= 2 lines (one commit of the writer): version byte, `u32` n, then
+//!   per line its SHA-256 (32 bytes) and the line (`u32`-length-prefixed); line i has seq
+//!   key + i. One row per commit instead of one per event: redb's B-tree insert was ~30% of the
+//!   writer's CPU per event (examples/audit_bench.rs), most of it splitting and zero-filling leaf
+//!   pages for ~8 rows each.
+//!
+//! Each line names the hash of
 //! the line before it in `prev`, so changing, removing or reordering a row breaks the chain at that
 //! row or the next; the head row (last seq and hash, written in the same transaction) catches a cut
 //! tail. Someone who can rewrite the file can rewrite the whole chain from the change onwards:
@@ -18,7 +26,12 @@ use crate::store::tables::{AUDIT, META, META_AUDIT_HEAD};
 use crate::store::{Store, StoreError};
 
 const ROW_VERSION: u8 = 1;
+const BLOCK_VERSION: u8 = 2;
 const HEAD_VERSION: u8 = 1;
+/// Most lines in one block row (a commit may hold more: it then writes several blocks).
+pub(crate) const BLOCK_MAX_LINES: usize = 256;
+/// A block row is closed once its lines reach this many bytes.
+pub(crate) const BLOCK_MAX_BYTES: usize = 256 * 1024;
 
 pub(crate) fn encode_row(hash: &[u8; 32], line: &str) -> Vec<u8> {
     Enc::new(ROW_VERSION)
@@ -32,6 +45,71 @@ pub(crate) fn decode_row(buf: &[u8]) -> Result<([u8; 32], &str), StoreError> {
     let hash = d.array::<32>()?;
     let line = std::str::from_utf8(d.rest()).map_err(|_| StoreError::Corrupt("audit row"))?;
     Ok((hash, line))
+}
+
+/// The row of consecutive lines `(hash, line)`: version 1 for one line, a version-2 block for
+/// more. Empty input gives an empty vector (the writer never stores one).
+pub(crate) fn encode_lines(lines: &[([u8; 32], String)]) -> Vec<u8> {
+    match lines {
+        [] => Vec::new(),
+        [(hash, line)] => encode_row(hash, line),
+        _ => {
+            let count = u32::try_from(lines.len()).unwrap_or(u32::MAX);
+            let mut enc = Enc::new(BLOCK_VERSION).u32(count);
+            for (hash, line) in lines {
+                enc = enc.fixed(hash).str(line);
+            }
+            enc.finish()
+        }
+    }
+}
+
+/// One line read back from a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoredLine<'a> {
+    pub(crate) seq: u64,
+    pub(crate) hash: [u8; 32],
+    pub(crate) line: &'a str,
+}
+
+/// The lines of the row stored under `key`, in order (either version).
+pub(crate) fn decode_lines(key: u64, buf: &[u8]) -> Result<Vec<StoredLine<'_>>, StoreError> {
+    if buf.first() != Some(&BLOCK_VERSION) {
+        let (hash, line) = decode_row(buf)?;
+        return Ok(vec![StoredLine {
+            seq: key,
+            hash,
+            line,
+        }]);
+    }
+    let mut d = Dec::new(buf, BLOCK_VERSION, "audit block")?;
+    let count = d.u32()?;
+    // A block is never written with fewer than two lines; the count of a corrupt row must not
+    // size an allocation.
+    if count < 2 {
+        return Err(StoreError::Corrupt("audit block"));
+    }
+    let mut lines = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(BLOCK_MAX_LINES));
+    for i in 0..u64::from(count) {
+        let hash = d.array::<32>()?;
+        let line =
+            std::str::from_utf8(d.bytes()?).map_err(|_| StoreError::Corrupt("audit block"))?;
+        let seq = key
+            .checked_add(i)
+            .ok_or(StoreError::Corrupt("audit block"))?;
+        lines.push(StoredLine { seq, hash, line });
+    }
+    d.finish()?;
+    Ok(lines)
+}
+
+/// Where to start reading rows for the lines from seq `start` on: the key of the row holding
+/// `start` (a block may begin before it), or `start` itself.
+fn first_key(audit: &redb::ReadOnlyTable<u64, &[u8]>, start: u64) -> Result<u64, StoreError> {
+    Ok(match audit.range(..=start)?.next_back() {
+        Some(row) => row?.0.value(),
+        None => start,
+    })
 }
 
 pub(crate) fn encode_head(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
@@ -67,16 +145,20 @@ pub fn export(store: &Store, out: &mut dyn Write, since_seq: u64) -> Result<u64,
     let Some(start) = since_seq.checked_add(1) else {
         return Ok(0);
     };
-    for row in audit.range(start..)? {
-        let (_, v) = row?;
-        let (_, line) = decode_row(v.value())?;
-        out.write_all(line.as_bytes())
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(|source| StoreError::Io {
-                path: "audit export".into(),
-                source,
-            })?;
-        n += 1;
+    for row in audit.range(first_key(&audit, start)?..)? {
+        let (k, v) = row?;
+        for stored in decode_lines(k.value(), v.value())? {
+            if stored.seq < start {
+                continue;
+            }
+            out.write_all(stored.line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|source| StoreError::Io {
+                    path: "audit export".into(),
+                    source,
+                })?;
+            n += 1;
+        }
     }
     Ok(n)
 }
@@ -99,17 +181,20 @@ pub fn export_lines(
     let Some(start) = since_seq.checked_add(1) else {
         return Ok(lines);
     };
-    for row in audit.range(start..)? {
-        if lines.len() >= max_lines {
-            break;
+    'rows: for row in audit.range(first_key(&audit, start)?..)? {
+        let (k, v) = row?;
+        for stored in decode_lines(k.value(), v.value())? {
+            if stored.seq < start {
+                continue;
+            }
+            if lines.len() >= max_lines
+                || (!lines.is_empty() && bytes.saturating_add(stored.line.len()) > max_bytes)
+            {
+                break 'rows;
+            }
+            bytes = bytes.saturating_add(stored.line.len());
+            lines.push(stored.line.to_string());
         }
-        let (_, v) = row?;
-        let (_, line) = decode_row(v.value())?;
-        if !lines.is_empty() && bytes.saturating_add(line.len()) > max_bytes {
-            break;
-        }
-        bytes = bytes.saturating_add(line.len());
-        lines.push(line.to_string());
     }
     Ok(lines)
 }
@@ -205,21 +290,35 @@ pub fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     let mut expected = 1u64;
     for row in audit.iter()? {
         let (k, v) = row?;
-        let seq = k.value();
-        let checked = if seq == expected {
-            check_row(seq, v.value(), &prev).map_err(|p| (seq, p))
-        } else {
-            Err((expected, Problem::Missing))
-        };
-        match checked {
-            Ok(hash) => prev = hash,
-            Err((seq, problem)) => {
-                report.broken = Some(Broken { seq, problem });
-                return Ok(report);
-            }
+        let key = k.value();
+        if key != expected {
+            report.broken = Some(Broken {
+                seq: expected,
+                problem: Problem::Missing,
+            });
+            return Ok(report);
         }
-        report.events += 1;
-        expected = seq.saturating_add(1);
+        let Ok(lines) = decode_lines(key, v.value()) else {
+            report.broken = Some(Broken {
+                seq: key,
+                problem: Problem::Malformed,
+            });
+            return Ok(report);
+        };
+        for stored in lines {
+            match check_line(&stored, &prev) {
+                Ok(hash) => prev = hash,
+                Err(problem) => {
+                    report.broken = Some(Broken {
+                        seq: stored.seq,
+                        problem,
+                    });
+                    return Ok(report);
+                }
+            }
+            report.events += 1;
+            expected = stored.seq.saturating_add(1);
+        }
     }
     let last = expected - 1;
     if last != head_seq || prev != head_hash {
@@ -231,19 +330,18 @@ pub fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     Ok(report)
 }
 
-/// Checks one row against its position and the previous line's hash; returns its line's hash.
-fn check_row(seq: u64, value: &[u8], prev: &[u8; 32]) -> Result<[u8; 32], Problem> {
-    let (hash, line) = decode_row(value).map_err(|_| Problem::Malformed)?;
-    let line_seq = line_seq(line).ok_or(Problem::Malformed)?;
-    let line_prev = line_prev(line).ok_or(Problem::Malformed)?;
-    if sha256(line.as_bytes()) != hash {
+/// Checks one stored line against its position and the previous line's hash; returns its hash.
+fn check_line(stored: &StoredLine<'_>, prev: &[u8; 32]) -> Result<[u8; 32], Problem> {
+    let line_seq = line_seq(stored.line).ok_or(Problem::Malformed)?;
+    let line_prev = line_prev(stored.line).ok_or(Problem::Malformed)?;
+    if sha256(stored.line.as_bytes()) != stored.hash {
         return Err(Problem::HashMismatch);
     }
-    if line_seq != seq {
+    if line_seq != stored.seq {
         return Err(Problem::SeqMismatch);
     }
     if line_prev != hex(prev) {
         return Err(Problem::PrevMismatch);
     }
-    Ok(hash)
+    Ok(stored.hash)
 }

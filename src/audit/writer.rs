@@ -19,7 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::{Durability, ReadableTable};
 use smol::channel::{Receiver, Sender, TryRecvError};
 
-use super::chain::{decode_head, encode_head, encode_row, sha256};
+use super::chain::{
+    decode_head, encode_head, encode_lines, sha256, BLOCK_MAX_BYTES, BLOCK_MAX_LINES,
+};
 use super::format::line;
 use super::{AuditError, Event};
 use crate::store::tables::{AUDIT, META, META_AUDIT_HEAD};
@@ -223,17 +225,41 @@ fn append(store: &Store, batch: &[Job], durability: Durability) -> Result<u64, S
         first = seq
             .checked_add(1)
             .ok_or(StoreError::Corrupt("audit head (seq overflow)"))?;
+        // One row per block of consecutive lines (see chain.rs), keyed by its first seq.
+        let mut block: Vec<([u8; 32], String)> = Vec::new();
+        let mut block_bytes = 0usize;
         for job in batch {
             seq += 1;
             let text = line(seq, job.ts_ms.unwrap_or(0), &job.ev, &prev);
             let hash = sha256(text.as_bytes());
-            audit.insert(seq, encode_row(&hash, &text).as_slice())?;
             prev = hash;
+            block_bytes += text.len();
+            block.push((hash, text));
+            if block.len() >= BLOCK_MAX_LINES || block_bytes >= BLOCK_MAX_BYTES {
+                store_block(&mut audit, seq, &mut block)?;
+                block_bytes = 0;
+            }
         }
+        store_block(&mut audit, seq, &mut block)?;
         meta.insert(META_AUDIT_HEAD, encode_head(seq, &prev).as_slice())?;
     }
     txn.commit()?;
     Ok(first)
+}
+
+/// Stores `block` (consecutive lines, the last one numbered `last_seq`) as one row and empties it.
+fn store_block(
+    audit: &mut redb::Table<u64, &[u8]>,
+    last_seq: u64,
+    block: &mut Vec<([u8; 32], String)>,
+) -> Result<(), StoreError> {
+    let Some(len) = u64::try_from(block.len()).ok().filter(|n| *n > 0) else {
+        return Ok(());
+    };
+    let first = last_seq - (len - 1);
+    audit.insert(first, encode_lines(block).as_slice())?;
+    block.clear();
+    Ok(())
 }
 
 /// An `Immediate` commit that makes earlier `Durability::None` commits durable (rewrites the head).
