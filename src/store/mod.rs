@@ -24,8 +24,11 @@ use tables::{AUDIT, META, META_GATEWAY_KEY, META_SCHEMA, TOKENS, TOKEN_INDEX};
 /// Name of the store file inside the data directory.
 pub const STORE_FILE: &str = "portcullis.redb";
 
-/// The schema version this build reads and writes.
-const SCHEMA_VERSION: u8 = 1;
+/// The schema version this build reads and writes. 2: audit rows may be blocks of lines (see
+/// `audit/chain.rs`); a version-1 store is upgraded on open (its rows read as they are), and a
+/// build that reads only version 1 refuses a version-2 store with a clear error instead of
+/// calling its audit rows corrupt.
+const SCHEMA_VERSION: u8 = 2;
 
 /// Version byte of the gateway key value.
 const GATEWAY_KEY_VERSION: u8 = 1;
@@ -184,6 +187,10 @@ impl Store {
                     meta.insert(META_SCHEMA, [SCHEMA_VERSION].as_slice())?;
                 }
                 Some([v]) if *v == SCHEMA_VERSION => {}
+                // 1 -> 2 adds a row format; nothing stored changes.
+                Some([1]) => {
+                    meta.insert(META_SCHEMA, [SCHEMA_VERSION].as_slice())?;
+                }
                 Some([v]) => return Err(StoreError::Schema(*v)),
                 Some(_) => return Err(StoreError::Corrupt("schema version")),
             }
@@ -292,6 +299,41 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains(STORE_FILE), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn set_schema(dir: &Path, version: u8) {
+        let db = Database::create(dir.join(STORE_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_SCHEMA, [version].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn schema_of(store: &Store) -> Vec<u8> {
+        let txn = redb::ReadableDatabase::begin_read(store.db()).unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let v = meta.get(META_SCHEMA).unwrap().unwrap();
+        v.value().to_vec()
+    }
+
+    #[test]
+    fn schema_1_is_upgraded_and_a_newer_schema_is_refused() {
+        let dir = test_dir("store-schema");
+        drop(Store::open(&dir).unwrap());
+        set_schema(&dir, 1);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(schema_of(&store), vec![SCHEMA_VERSION]);
+        drop(store);
+        set_schema(&dir, SCHEMA_VERSION + 1);
+        let err = Store::open(&dir).err().unwrap();
+        assert!(
+            matches!(err, StoreError::Schema(v) if v == SCHEMA_VERSION + 1),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("newer release"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
