@@ -1096,6 +1096,61 @@ fn pgbench_init_and_select_only_run_through_the_gateway() {
             "nothing ran:\n{text}"
         );
     }
+
+    // The TPC-B script through the extended protocol: reads run without waiting, but each
+    // UPDATE/INSERT Execute still waits for its durable intent record before it is forwarded.
+    let out = pgbench(
+        env.port,
+        "alice",
+        "db",
+        &token,
+        &["-M", "prepared", "-t", "5", "-c", "1"],
+    );
+    assert_ok(&out, "pgbench -M prepared -t 5 (TPC-B)");
+    assert!(
+        stdout(&out).contains("number of failed transactions: 0"),
+        "{}",
+        describe(&out)
+    );
+    let lines = env.wait_audit("intents of the TPC-B updates", |ls| {
+        ls.iter()
+            .filter(|l| {
+                kind_is(l, "statement")
+                    && field(l, "text")
+                        .is_some_and(|t| t.starts_with("INSERT INTO pgbench_history"))
+            })
+            .count()
+            >= 5
+    });
+    let all = lines.join("\n");
+    let writes: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            kind_is(l, "statement")
+                && field(l, "text").is_some_and(|t| t.starts_with("UPDATE pgbench_accounts"))
+        })
+        .collect();
+    assert_eq!(writes.len(), 5, "{all}");
+    let intents: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            kind_is(l, "statement_intent")
+                && field(l, "text").is_some_and(|t| t.starts_with("UPDATE pgbench_accounts"))
+        })
+        .collect();
+    assert_eq!(intents.len(), 5, "one intent per execution:\n{all}");
+    for (intent, write) in intents.iter().zip(&writes) {
+        assert!(
+            seq(intent) < seq(write),
+            "intent after the statement:\n{all}"
+        );
+    }
+    // The reads of the same script got no intent.
+    assert!(
+        !lines.iter().any(|l| kind_is(l, "statement_intent")
+            && field(l, "text").is_some_and(|t| t.starts_with("SELECT abalance"))),
+        "a read got an intent:\n{all}"
+    );
 }
 
 #[test]

@@ -597,6 +597,24 @@ impl Session {
         out
     }
 
+    /// Whether `frame` (tag `tag`) is an Execute that [`Session::on_client_message`] answers
+    /// without waiting: its portal was bound through the gateway, and its statement is neither
+    /// held for approval nor able to write (those wait for an approval or a durable audit
+    /// record). The relay then handles it in place, like Bind and Sync (see `relay::never_waits`).
+    pub(super) fn executes_at_once(&self, tag: u8, frame: &[u8]) -> bool {
+        if tag != b'E' {
+            return false;
+        }
+        let body = frame.get(5..).unwrap_or_default();
+        let Ok(Frontend::Execute { portal, .. }) = codec::decode_frontend(tag, body) else {
+            return false;
+        };
+        lock(&self.tables)
+            .portals
+            .get(portal)
+            .is_some_and(|p| p.info.hold.is_none() && !p.info.kinds.may_write())
+    }
+
     async fn on_client_message(&self, tag: u8, frame: &[u8]) -> Verdict {
         // split_frame guarantees the 5-byte header.
         let body = frame.get(5..).unwrap_or_default();
@@ -654,7 +672,7 @@ impl Session {
                 });
                 Verdict::Forward
             }
-            Frontend::Execute { portal, .. } => self.on_execute(portal.to_string()).await,
+            Frontend::Execute { portal, .. } => self.on_execute(portal).await,
             Frontend::Close { kind, name } => {
                 self.tables_mut(|t| {
                     if kind == b'S' {
@@ -960,10 +978,10 @@ impl Session {
         Verdict::Forward
     }
 
-    async fn on_execute(&self, portal: String) -> Verdict {
+    async fn on_execute(&self, portal: &str) -> Verdict {
         let found = lock(&self.tables)
             .portals
-            .get(&portal)
+            .get(portal)
             .map(|p| (p.info.clone(), p.params.clone()));
         let Some((info, params)) = found else {
             // Every portal the gateway allowed was seen at Bind; an unknown one (a cursor made by
