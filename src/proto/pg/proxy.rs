@@ -597,22 +597,24 @@ impl Session {
         out
     }
 
-    /// Whether `frame` (tag `tag`) is an Execute that [`Session::on_client_message`] answers
-    /// without waiting: its portal was bound through the gateway, and its statement is neither
-    /// held for approval nor able to write (those wait for an approval or a durable audit
-    /// record). The relay then handles it in place, like Bind and Sync (see `relay::never_waits`).
-    pub(super) fn executes_at_once(&self, tag: u8, frame: &[u8]) -> bool {
+    /// The statement of `frame` (tag `tag`) when it is an Execute that needs no wait: its portal
+    /// was bound through the gateway, and its statement is neither held for approval nor able to
+    /// write (those wait for an approval or a durable audit record). The relay then admits it in
+    /// place with [`Session::admit_now`], like Bind and Sync (see `relay::never_waits`), decoding
+    /// the message and looking the portal up once.
+    pub(super) fn read_only_execute(&self, tag: u8, frame: &[u8]) -> Option<Arc<Classified>> {
         if tag != b'E' {
-            return false;
+            return None;
         }
         let body = frame.get(5..).unwrap_or_default();
         let Ok(Frontend::Execute { portal, .. }) = codec::decode_frontend(tag, body) else {
-            return false;
+            return None;
         };
         lock(&self.tables)
             .portals
             .get(portal)
-            .is_some_and(|p| p.info.hold.is_none() && !p.info.kinds.may_write())
+            .filter(|p| p.info.hold.is_none() && !p.info.kinds.may_write())
+            .map(|p| p.info.clone())
     }
 
     async fn on_client_message(&self, tag: u8, frame: &[u8]) -> Verdict {
@@ -1011,6 +1013,11 @@ impl Session {
                 false,
             );
         }
+        self.admit_now(info)
+    }
+
+    /// Counts an allowed statement and queues it for its completion; nothing here waits.
+    fn admit_now(&self, info: Arc<Classified>) -> Verdict {
         self.bump(|s| s.statements += 1);
         self.counters
             .statements_allowed

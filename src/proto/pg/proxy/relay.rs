@@ -75,8 +75,8 @@ struct Judging {
 /// Sync, Close, Describe, Flush, CopyData/CopyDone/CopyFail): the extended protocol's and COPY's
 /// hot path, handled without boxing a future or copying the message. Keep in sync with that
 /// function: a message listed here that did wait would end the session with an internal error.
-/// An Execute joins them when `Session::executes_at_once` says its statement can neither write
-/// nor be held (the read-only prepared statement, run again and again).
+/// An Execute joins them when `Session::read_only_execute` finds that its statement can neither
+/// write nor be held (the read-only prepared statement, run again and again).
 fn never_waits(tag: u8) -> bool {
     matches!(tag, b'B' | b'S' | b'C' | b'D' | b'H' | b'd' | b'c' | b'f')
 }
@@ -355,11 +355,17 @@ impl SessionRelay {
             };
             let (tag, len) = (frame.tag, frame.len);
             moved = true;
-            if never_waits(tag) || self.session.executes_at_once(tag, &buf[pos..pos + len]) {
+            let read_only = self.session.read_only_execute(tag, &buf[pos..pos + len]);
+            if read_only.is_some() || never_waits(tag) {
                 // Handled in place: no boxed future, no copy of the message.
-                let in_place =
-                    std::pin::pin!(self.session.on_client_message(tag, &buf[pos..pos + len]));
-                let step = match in_place.poll(cx) {
+                let polled = match read_only {
+                    Some(info) => Poll::Ready(self.session.admit_now(info)),
+                    None => {
+                        std::pin::pin!(self.session.on_client_message(tag, &buf[pos..pos + len]))
+                            .poll(cx)
+                    }
+                };
+                let step = match polled {
                     Poll::Ready(Verdict::Forward) => {
                         self.to_up.extend_from_slice(&buf[pos..pos + len]);
                         Ok(())
