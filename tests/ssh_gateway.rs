@@ -218,25 +218,7 @@ fn scp_and_sftp_both_ways() {
     random_file(&src, 3 * 1024 * 1024 + 17);
     let remote = rig.work.join("remote.bin");
     let back = rig.work.join("back.bin");
-    let scp = |from: &str, to: &str| {
-        let mut cmd = Command::new("scp");
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-i",
-        ])
-        .arg(&rig.alice_key)
-        .args(["-P", &rig.port.to_string(), from, to]);
-        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
-    };
+    let scp = |from: &str, to: &str| rig.scp(from, to);
     let out = scp(
         &src.display().to_string(),
         &format!("web@127.0.0.1:{}", remote.display()),
@@ -258,23 +240,7 @@ fn scp_and_sftp_both_ways() {
         via_sftp.display(),
         rig.work.join("via-sftp-back.bin").display()
     );
-    let mut cmd = Command::new("sftp");
-    cmd.args([
-        "-F",
-        "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "BatchMode=yes",
-        "-i",
-    ])
-    .arg(&rig.alice_key)
-    .args(["-P", &rig.port.to_string(), "-b", "-", "web@127.0.0.1"]);
-    let out = run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT);
+    let out = rig.sftp(&batch);
     assert!(out.status.success(), "sftp: {}", describe(&out));
     assert_eq!(sha256(&src), sha256(&rig.work.join("via-sftp-back.bin")));
     let audit = rig.audit();
@@ -283,50 +249,6 @@ fn scp_and_sftp_both_ways() {
         audit.contains(&format!("\"path\":\"{}\"", remote.display())),
         "{audit}"
     );
-}
-
-impl Rig {
-    /// `sftp -b -` as alice with this batch.
-    fn sftp(&self, batch: &str) -> Output {
-        let mut cmd = Command::new("sftp");
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-i",
-        ])
-        .arg(&self.alice_key)
-        .args(["-P", &self.port.to_string(), "-b", "-", "web@127.0.0.1"]);
-        run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT)
-    }
-
-    /// `scp` as alice (OpenSSH 9 scp speaks SFTP).
-    fn scp(&self, from: &str, to: &str) -> Output {
-        let mut cmd = Command::new("scp");
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-i",
-        ])
-        .arg(&self.alice_key)
-        .args(["-P", &self.port.to_string(), from, to]);
-        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
-    }
 }
 
 /// Every path under `dir` with its contents (None for directories), sorted.

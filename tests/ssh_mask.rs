@@ -124,24 +124,8 @@ fn sftp_is_refused_for_a_masked_identity_and_audited() {
     let file = rig.work.join("secret.txt");
     fs::write(&file, "carol@example.com\n").unwrap();
     let dest = rig.work.join("copy.txt");
-    let mut cmd = Command::new("sftp");
-    cmd.args([
-        "-F",
-        "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "BatchMode=yes",
-        "-i",
-    ])
-    .arg(&rig.alice_key)
-    .args(["-P", &rig.port.to_string(), "-b", "-", "web@127.0.0.1"]);
     let batch = format!("get {} {}\n", file.display(), dest.display());
-    let out = run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT);
+    let out = rig.sftp(&batch);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(!dest.exists(), "the download happened");
     assert!(

@@ -185,6 +185,42 @@ default = "block"
         }
     }
 
+    /// `program` (sftp or scp) with the options every test client uses, as alice, on the
+    /// gateway's port (`-P`); the caller adds what to transfer.
+    fn file_client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&self.alice_key)
+        .args(["-P", &self.port.to_string()]);
+        cmd
+    }
+
+    /// `sftp -b -` as alice with this batch.
+    pub fn sftp(&self, batch: &str) -> Output {
+        let mut cmd = self.file_client("sftp");
+        cmd.args(["-b", "-", "web@127.0.0.1"]);
+        run_with_timeout(&mut cmd, Some(batch.as_bytes()), COMMAND_TIMEOUT)
+    }
+
+    /// `scp` as alice (OpenSSH 9 scp speaks SFTP).
+    pub fn scp(&self, from: &str, to: &str) -> Output {
+        let mut cmd = self.file_client("scp");
+        cmd.args([from, to]);
+        run_with_timeout(&mut cmd, None, COMMAND_TIMEOUT)
+    }
+
     pub fn ssh_base(&self) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args([
