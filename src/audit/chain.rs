@@ -33,6 +33,7 @@ pub(crate) const BLOCK_MAX_LINES: usize = 256;
 /// A block row is closed once its lines reach this many bytes.
 pub(crate) const BLOCK_MAX_BYTES: usize = 256 * 1024;
 
+#[cfg(test)]
 pub(crate) fn encode_row(hash: &[u8; 32], line: &str) -> Vec<u8> {
     Enc::new(ROW_VERSION)
         .fixed(hash)
@@ -49,18 +50,80 @@ pub(crate) fn decode_row(buf: &[u8]) -> Result<([u8; 32], &str), StoreError> {
 
 /// The row of consecutive lines `(hash, line)`: version 1 for one line, a version-2 block for
 /// more. Empty input gives an empty vector (the writer never stores one).
+#[cfg(test)]
 pub(crate) fn encode_lines(lines: &[([u8; 32], String)]) -> Vec<u8> {
-    match lines {
-        [] => Vec::new(),
-        [(hash, line)] => encode_row(hash, line),
-        _ => {
-            let count = u32::try_from(lines.len()).unwrap_or(u32::MAX);
-            let mut enc = Enc::new(BLOCK_VERSION).u32(count);
-            for (hash, line) in lines {
-                enc = enc.fixed(hash).str(line);
-            }
-            enc.finish()
+    let mut row = RowBuilder::default();
+    for (hash, line) in lines {
+        row.push(hash, line);
+    }
+    row.finish().to_vec()
+}
+
+/// A row built line by line, straight into its stored bytes (no copy of each line kept
+/// until the row is complete): the writer's path for every event.
+#[derive(Default)]
+pub(crate) struct RowBuilder {
+    /// The version-2 layout: version byte, count placeholder, then hash + length + line each.
+    buf: Vec<u8>,
+    lines: u32,
+    line_bytes: usize,
+    /// A version-1 row, when the block holds one line.
+    single: Vec<u8>,
+}
+
+impl RowBuilder {
+    pub(crate) fn push(&mut self, hash: &[u8; 32], line: &str) {
+        if self.buf.is_empty() {
+            self.buf.push(BLOCK_VERSION);
+            self.buf.extend_from_slice(&[0; 4]);
         }
+        self.buf.extend_from_slice(hash);
+        // Lines are capped far below 4 GiB (format.rs caps every string); see `Enc::bytes`.
+        let len = u32::try_from(line.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(line.as_bytes());
+        self.lines = self.lines.saturating_add(1);
+        self.line_bytes += line.len();
+    }
+
+    /// Lines pushed since the last `clear`.
+    pub(crate) fn lines(&self) -> u32 {
+        self.lines
+    }
+
+    /// Bytes of those lines.
+    pub(crate) fn line_bytes(&self) -> usize {
+        self.line_bytes
+    }
+
+    /// The row's bytes (empty if no line was pushed).
+    pub(crate) fn finish(&mut self) -> &[u8] {
+        match self.lines {
+            0 => &[],
+            1 => {
+                // hash at 5..37, length at 37..41, line after.
+                self.single.clear();
+                self.single.push(ROW_VERSION);
+                self.single
+                    .extend_from_slice(self.buf.get(5..37).unwrap_or_default());
+                self.single
+                    .extend_from_slice(self.buf.get(41..).unwrap_or_default());
+                &self.single
+            }
+            n => {
+                if let Some(count) = self.buf.get_mut(1..5) {
+                    count.copy_from_slice(&n.to_be_bytes());
+                }
+                &self.buf
+            }
+        }
+    }
+
+    /// Empties the builder, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.lines = 0;
+        self.line_bytes = 0;
     }
 }
 

@@ -26,26 +26,31 @@ pub fn push_json_str(out: &mut String, s: &str) {
     let mut run_start = 0;
     let mut i = 0;
     while i < bytes.len() {
+        // The common byte needs nothing: one table lookup per byte.
+        if !NEEDS_LOOK[usize::from(bytes[i])] {
+            i += 1;
+            continue;
+        }
         let b = bytes[i];
         // U+2028 and U+2029 are E2 80 A8 / E2 80 A9 in UTF-8; every other byte that needs an
         // escape is ASCII, so a multi-byte character is never split here.
-        let escape: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x00..=0x1f | 0x7f => Some(""),
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f | 0x7f => "",
             0xe2 if bytes.get(i + 1) == Some(&0x80)
                 && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
             {
-                Some("")
+                ""
             }
-            _ => None,
-        };
-        let Some(escape) = escape else {
-            i += 1;
-            continue;
+            // Another character starting with E2: nothing to escape.
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         // `run_start..i` ends before an ASCII byte or the start of a character: a boundary.
         out.push_str(&s[run_start..i]);
@@ -61,6 +66,38 @@ pub fn push_json_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[run_start..]);
     out.push('"');
+}
+
+/// Bytes `push_json_str` must look at: `"`, `\`, the controls, and E2 (the lead byte of U+2028
+/// and U+2029).
+const NEEDS_LOOK: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t[0xe2] = true;
+    t
+};
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // n % 10 < 10: the cast can't truncate.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
 }
 
 /// `s` cut to at most [`MAX_STR_BYTES`] at a character boundary, with a marker if cut.
@@ -79,16 +116,39 @@ fn push_value(out: &mut String, v: &Value) {
     match v {
         Value::Str(s) => push_json_str(out, &capped(s)),
         Value::Int(n) => {
-            let _ = write!(out, "{n}");
+            if *n < 0 {
+                out.push('-');
+            }
+            push_u64(out, n.unsigned_abs());
         }
-        Value::UInt(n) => {
-            let _ = write!(out, "{n}");
-        }
+        Value::UInt(n) => push_u64(out, *n),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Null => out.push_str("null"),
         Value::List(items) => push_list(out, items),
         Value::Shared(s) => push_json_str(out, &capped(s)),
         Value::Names(items) => push_list(out, items),
+        // Spliced whole by `push_fields`; as a lone value it has nothing to say.
+        Value::Encoded(_) => out.push_str("null"),
+    }
+}
+
+/// Appends `,"k":v` for each field (an [`Encoded`](super::Encoded) value as it was encoded).
+pub(super) fn push_fields(out: &mut String, fields: &[(&'static str, Value)]) {
+    for (k, v) in fields {
+        if let Value::Encoded(e) = v {
+            out.push_str(e.as_str());
+            continue;
+        }
+        out.push(',');
+        if RESERVED.contains(k) {
+            out.push_str("\"_");
+            out.push_str(k);
+            out.push('"');
+        } else {
+            push_json_str(out, k);
+        }
+        out.push(':');
+        push_value(out, v);
     }
 }
 
@@ -110,27 +170,26 @@ fn push_list<S: AsRef<str>>(out: &mut String, items: &[S]) {
 
 /// The line of event number `seq`, stamped `ts_ms` (unix milliseconds), chained to `prev` (the
 /// SHA-256 of the previous line; zeros for the first).
+#[cfg(test)]
 pub fn line(seq: u64, ts_ms: u64, ev: &Event, prev: &[u8; 32]) -> String {
     // Sized for a typical statement line, so the common case never reallocates.
     let mut out = String::with_capacity(512);
-    let _ = write!(out, "{{\"seq\":{seq},\"ts\":\"");
-    push_rfc3339_millis(&mut out, ts_ms);
-    out.push_str("\",\"kind\":");
-    push_json_str(&mut out, ev.kind);
-    for (k, v) in &ev.fields {
-        out.push(',');
-        if RESERVED.contains(k) {
-            push_json_str(&mut out, &format!("_{k}"));
-        } else {
-            push_json_str(&mut out, k);
-        }
-        out.push(':');
-        push_value(&mut out, v);
-    }
-    out.push_str(",\"prev\":\"");
-    push_hex(&mut out, prev);
-    out.push_str("\"}");
+    push_line(&mut out, seq, ts_ms, ev, prev);
     out
+}
+
+/// [`line`], appended to `out` (the writer reuses one buffer for all its lines).
+pub fn push_line(out: &mut String, seq: u64, ts_ms: u64, ev: &Event, prev: &[u8; 32]) {
+    out.push_str("{\"seq\":");
+    push_u64(out, seq);
+    out.push_str(",\"ts\":\"");
+    push_rfc3339_millis(out, ts_ms);
+    out.push_str("\",\"kind\":");
+    push_json_str(out, ev.kind);
+    push_fields(out, &ev.fields);
+    out.push_str(",\"prev\":\"");
+    push_hex(out, prev);
+    out.push_str("\"}");
 }
 
 /// The sequence number a line starts with (`{"seq":N,`), if it is well formed.
@@ -166,9 +225,13 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        out.push_str(std::str::from_utf8(&buf[..chunk.len() * 2]).unwrap_or_default());
     }
 }
 
@@ -184,7 +247,28 @@ fn push_rfc3339_millis(out: &mut String, unix_ms: u64) {
     let secs = unix_ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     let (y, mo, d) = civil_from_days(secs / 86_400);
-    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z");
+    if y > 9999 {
+        let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z");
+        return;
+    }
+    // Fixed widths, written digit by digit (the formatter's padding was a visible share of the
+    // audit writer's time per line).
+    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            // v % 10 < 10: the cast can't truncate.
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, mo);
+    put(8, 2, d);
+    put(11, 2, h);
+    put(14, 2, m);
+    put(17, 2, s);
+    put(20, 3, ms);
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 /// Year, month, day of `days` after 1970-01-01 (proleptic Gregorian), after Howard Hinnant's

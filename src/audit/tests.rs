@@ -842,3 +842,145 @@ fn decoding_a_damaged_block_is_an_error_never_a_panic() {
     huge[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
     assert!(decode_lines(10, &huge).is_err());
 }
+
+#[test]
+fn encoded_fields_make_the_same_line_as_the_fields_themselves() {
+    let shared: Arc<str> = "ses_1\"\n".into();
+    let long = "x".repeat(MAX_STR_BYTES + 10);
+    let fields = || {
+        Event::new("")
+            .shared("session", &shared)
+            .str("text", "select '\u{2028}' -- \\")
+            .str("long", long.clone())
+            .names("kinds", ["select", "insert"])
+            .names("flags", [])
+            .list("tables", vec!["public.a".into(), "b\"c".into()])
+            .opt_str("rule", None::<String>)
+            .uint("seq", u64::MAX)
+            .int("ts", i64::MIN)
+            .int("zero", 0)
+            .bool("prev", false)
+    };
+    let whole = fields();
+    let mut by_parts = Event::with_capacity("statement", 4);
+    by_parts
+        .fields
+        .push(("", Value::Encoded(Encoded::of(&Event::new("")))));
+    by_parts = by_parts.encoded(&Encoded::of(&fields())).uint("rows", 1);
+    let mut expected = Event::new("statement");
+    expected.fields = whole.fields;
+    expected = expected.uint("rows", 1);
+    let prev = [0x5a; 32];
+    for (seq, ts) in [
+        (1, 0),
+        (u64::MAX, 1_795_771_800_123),
+        (42, 253_402_300_799_999),
+    ] {
+        let a = super::format::line(seq, ts, &by_parts, &prev);
+        assert_eq!(a, super::format::line(seq, ts, &expected, &prev));
+        assert!(json::is_object(&a), "{a}");
+    }
+    assert!(super::format::line(7, 0, &expected, &prev).contains(
+        ",\"_seq\":18446744073709551615,\"_ts\":-9223372036854775808,\"zero\":0,\"_prev\":false,"
+    ));
+}
+
+#[test]
+fn numbers_and_timestamps_match_the_standard_formatter() {
+    for n in [
+        0u64,
+        1,
+        9,
+        10,
+        99,
+        100,
+        12_345,
+        u64::from(u32::MAX),
+        u64::MAX - 1,
+        u64::MAX,
+    ] {
+        let line = super::format::line(n, 0, &Event::new("k").uint("u", n), &[0; 32]);
+        assert!(line.starts_with(&format!("{{\"seq\":{n},")), "{line}");
+        assert!(line.contains(&format!(",\"u\":{n},")), "{line}");
+    }
+    for i in [
+        0i64,
+        1,
+        -1,
+        9,
+        -10,
+        1_000_000,
+        i64::MIN,
+        i64::MIN + 1,
+        i64::MAX,
+    ] {
+        let line = super::format::line(1, 0, &Event::new("k").int("i", i), &[0; 32]);
+        assert!(line.contains(&format!(",\"i\":{i},")), "{line}");
+    }
+    // Every millisecond field, and seconds across a few years, against chrono-free arithmetic
+    // formatted by `write!`.
+    let reference = |ms: u64| {
+        let secs = ms / 1000;
+        let days = secs / 86_400;
+        let line = super::format::rfc3339_millis(days * 86_400_000);
+        format!(
+            "{}T{:02}:{:02}:{:02}.{:03}Z",
+            &line[..10],
+            (secs / 3600) % 24,
+            (secs / 60) % 60,
+            secs % 60,
+            ms % 1000
+        )
+    };
+    let mut ms = 1_600_000_000_000u64;
+    while ms < 1_900_000_000_000 {
+        assert_eq!(super::format::rfc3339_millis(ms), reference(ms));
+        ms += 997_331_123;
+    }
+    for ms in 0..2000 {
+        assert_eq!(super::format::rfc3339_millis(ms), reference(ms));
+    }
+    // Past year 9999 the width grows rather than wrapping.
+    assert_eq!(
+        super::format::rfc3339_millis(253_402_300_800_000),
+        "10000-01-01T00:00:00.000Z"
+    );
+}
+
+#[test]
+fn rows_built_line_by_line_match_the_stored_formats() {
+    let lines: Vec<([u8; 32], String)> = (0..4)
+        .map(|i| {
+            let l = format!("{{\"seq\":{i}}}");
+            (sha256(l.as_bytes()), l)
+        })
+        .collect();
+    // One line: the version-1 row older logs have.
+    assert_eq!(
+        encode_lines(&lines[..1]),
+        encode_row(&lines[0].0, &lines[0].1)
+    );
+    // Several: version 2, count, then hash and length-prefixed line each.
+    let mut expected = vec![2u8];
+    expected.extend_from_slice(&4u32.to_be_bytes());
+    for (hash, line) in &lines {
+        expected.extend_from_slice(hash);
+        expected.extend_from_slice(&u32::try_from(line.len()).unwrap().to_be_bytes());
+        expected.extend_from_slice(line.as_bytes());
+    }
+    assert_eq!(encode_lines(&lines), expected);
+    // A builder reused after `clear` starts afresh.
+    let mut row = super::chain::RowBuilder::default();
+    for (hash, line) in &lines {
+        row.push(hash, line);
+    }
+    assert_eq!(row.finish(), expected.as_slice());
+    row.clear();
+    assert!(row.finish().is_empty());
+    row.push(&lines[1].0, &lines[1].1);
+    assert_eq!(
+        row.finish(),
+        encode_row(&lines[1].0, &lines[1].1).as_slice()
+    );
+    assert_eq!((row.lines(), row.line_bytes()), (1, lines[1].1.len()));
+}

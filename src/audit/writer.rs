@@ -20,9 +20,9 @@ use redb::{Durability, ReadableTable};
 use smol::channel::{Receiver, Sender, TryRecvError};
 
 use super::chain::{
-    decode_head, encode_head, encode_lines, sha256, BLOCK_MAX_BYTES, BLOCK_MAX_LINES,
+    decode_head, encode_head, sha256, RowBuilder, BLOCK_MAX_BYTES, BLOCK_MAX_LINES,
 };
-use super::format::line;
+use super::format::push_line;
 use super::{AuditError, Event};
 use crate::store::tables::{AUDIT, META, META_AUDIT_HEAD};
 use crate::store::{Store, StoreError};
@@ -226,39 +226,39 @@ fn append(store: &Store, batch: &[Job], durability: Durability) -> Result<u64, S
             .checked_add(1)
             .ok_or(StoreError::Corrupt("audit head (seq overflow)"))?;
         // One row per block of consecutive lines (see chain.rs), keyed by its first seq.
-        let mut block: Vec<([u8; 32], String)> = Vec::new();
-        let mut block_bytes = 0usize;
+        let mut row = RowBuilder::default();
+        let mut text = String::with_capacity(1024);
         for job in batch {
             seq += 1;
-            let text = line(seq, job.ts_ms.unwrap_or(0), &job.ev, &prev);
+            text.clear();
+            push_line(&mut text, seq, job.ts_ms.unwrap_or(0), &job.ev, &prev);
             let hash = sha256(text.as_bytes());
             prev = hash;
-            block_bytes += text.len();
-            block.push((hash, text));
-            if block.len() >= BLOCK_MAX_LINES || block_bytes >= BLOCK_MAX_BYTES {
-                store_block(&mut audit, seq, &mut block)?;
-                block_bytes = 0;
+            row.push(&hash, &text);
+            if row.lines() as usize >= BLOCK_MAX_LINES || row.line_bytes() >= BLOCK_MAX_BYTES {
+                store_row(&mut audit, seq, &mut row)?;
             }
         }
-        store_block(&mut audit, seq, &mut block)?;
+        store_row(&mut audit, seq, &mut row)?;
         meta.insert(META_AUDIT_HEAD, encode_head(seq, &prev).as_slice())?;
     }
     txn.commit()?;
     Ok(first)
 }
 
-/// Stores `block` (consecutive lines, the last one numbered `last_seq`) as one row and empties it.
-fn store_block(
+/// Stores `row` (consecutive lines, the last one numbered `last_seq`) and empties it.
+fn store_row(
     audit: &mut redb::Table<u64, &[u8]>,
     last_seq: u64,
-    block: &mut Vec<([u8; 32], String)>,
+    row: &mut RowBuilder,
 ) -> Result<(), StoreError> {
-    let Some(len) = u64::try_from(block.len()).ok().filter(|n| *n > 0) else {
+    let len = u64::from(row.lines());
+    if len == 0 {
         return Ok(());
-    };
+    }
     let first = last_seq - (len - 1);
-    audit.insert(first, encode_lines(block).as_slice())?;
-    block.clear();
+    audit.insert(first, row.finish())?;
+    row.clear();
     Ok(())
 }
 
