@@ -40,6 +40,9 @@ pub struct Classified {
     /// Extended protocol: the statement was parsed under an `approve` rule, so each Execute
     /// waits for an approval of the statement with its bound parameters.
     pub hold: Option<HoldRule>,
+    /// The statement's fields of its `statement` audit events, encoded at its first completion
+    /// and shared by the rest (every Execute of a prepared statement).
+    pub audit: std::sync::OnceLock<crate::audit::Encoded>,
 }
 
 /// The `approve` rule that holds a statement.
@@ -420,6 +423,7 @@ mod tests {
             rule: None,
             protocol: "simple",
             hold: None,
+            audit: std::sync::OnceLock::new(),
         })
     }
 

@@ -20,7 +20,7 @@ use super::upstream;
 mod hold;
 mod relay;
 mod worker;
-use crate::audit::Event;
+use crate::audit::{Encoded, Event};
 use crate::config::{Action, Identity, Target};
 use crate::net::stream::Stream;
 use crate::net::sync_conn::SyncConn;
@@ -260,12 +260,13 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     counters.sessions_total.fetch_add(1, Ordering::Relaxed);
     counters.sessions_open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGauge(counters.clone());
-    let audit_ids = AuditIds {
-        session: session_id.as_str().into(),
-        identity: identity.name.as_str().into(),
-        target: target.name.as_str().into(),
-        token: token.id.as_str().into(),
-    };
+    let audit_ids = AuditIds(Encoded::of(
+        &Event::new("")
+            .str("session", session_id.as_str())
+            .str("identity", identity.name.as_str())
+            .str("target", target.name.as_str())
+            .str("token", token.id.as_str()),
+    ));
     let session = Session {
         gw: gw.clone(),
         audit_ids,
@@ -401,12 +402,9 @@ enum Verdict {
     Hold(Box<hold::Hold>),
 }
 
-struct AuditIds {
-    session: Arc<str>,
-    identity: Arc<str>,
-    target: Arc<str>,
-    token: Arc<str>,
-}
+/// The session's names (`session`, `identity`, `target`, `token`), encoded once for all its
+/// audit events.
+struct AuditIds(Encoded);
 
 pub(crate) struct Session {
     gw: Arc<Gateway>,
@@ -503,12 +501,7 @@ impl Session {
     }
 
     fn base_event(&self, kind: &'static str) -> Event {
-        let ids = &self.audit_ids;
-        Event::new(kind)
-            .shared("session", &ids.session)
-            .shared("identity", &ids.identity)
-            .shared("target", &ids.target)
-            .shared("token", &ids.token)
+        Event::new(kind).encoded(&self.audit_ids.0)
     }
 
     /// The `statement` event of a completed statement (and its latency, observed).
@@ -516,16 +509,24 @@ impl Session {
         if c.executed {
             self.counters.statement_latency.observe(c.elapsed);
         }
-        // The audit format caps long strings itself (and marks them).
-        let mut ev = self
-            .base_event("statement")
-            .str("protocol", c.info.protocol)
-            .shared("text", &self.audit_text_shared(&c.info.text))
-            .names("kinds", c.info.kinds.iter().map(StmtKind::as_str))
-            .list("tables", c.info.tables.clone())
-            .names("flags", c.info.flags.names())
-            .str("decision", "allow")
-            .opt_str("rule", c.info.rule.clone())
+        // The statement's own fields are the same for every execution: encoded once (the audit
+        // format caps long strings itself, and marks them).
+        let info = &c.info;
+        let statement = info.audit.get_or_init(|| {
+            Encoded::of(
+                &Event::with_capacity("", 7)
+                    .str("protocol", info.protocol)
+                    .shared("text", &self.audit_text_shared(&info.text))
+                    .names("kinds", info.kinds.iter().map(StmtKind::as_str))
+                    .list("tables", info.tables.clone())
+                    .names("flags", info.flags.names())
+                    .str("decision", "allow")
+                    .opt_str("rule", info.rule.clone()),
+            )
+        });
+        let mut ev = Event::with_capacity("statement", 7)
+            .encoded(&self.audit_ids.0)
+            .encoded(statement)
             .bool("executed", c.executed)
             .uint(
                 "duration_us",
@@ -649,6 +650,7 @@ impl Session {
                                 rule: None,
                                 protocol: "extended",
                                 hold: None,
+                                audit: std::sync::OnceLock::new(),
                             })
                         })
                     });
@@ -705,6 +707,15 @@ impl Session {
             }
         }
     }
+}
+
+/// What [`Session::query_now`] made of a Query message.
+enum QueryNow {
+    /// Handled: what to do with the message.
+    Done(Verdict),
+    /// It must wait (a write's durable intent, an approval, a refusal's record): its text and
+    /// judgement, for [`Session::query_judged`].
+    Later(String, Vec<Judged>),
 }
 
 /// One statement with what the policy said about it.
@@ -849,6 +860,43 @@ impl Session {
             Ok(j) => j,
             Err(e) => return Verdict::Fatal(e),
         };
+        self.query_judged(text, judged).await
+    }
+
+    /// A simple-protocol Query, handled in place when it can be: the relay's path for every
+    /// Query message. A query whose statements are all allowed and none can write needs no
+    /// wait (no durable intent, no approval, no refusal record), so it is admitted here without
+    /// boxing a future or copying the message; anything else comes back judged, for
+    /// [`Session::query_judged`] to finish.
+    fn query_now(&self, frame: &[u8]) -> QueryNow {
+        // split_frame guarantees the 5-byte header.
+        let body = frame.get(5..).unwrap_or_default();
+        let text = match codec::decode_frontend(b'Q', body) {
+            Ok(Frontend::Query { sql }) => sql,
+            Ok(_) => return QueryNow::Done(Verdict::Fatal("internal: not a Query".into())),
+            Err(e) => {
+                return QueryNow::Done(Verdict::Fatal(format!("invalid message from client: {e}")))
+            }
+        };
+        let stmts = self.classify(text);
+        let judged = match self.judge(text, stmts) {
+            Ok(j) => j,
+            Err(e) => return QueryNow::Done(Verdict::Fatal(e)),
+        };
+        let waits = judged
+            .iter()
+            .any(|j| j.decision.action != Action::Allow || j.stmt.kinds.may_write());
+        if waits {
+            return QueryNow::Later(text.to_string(), judged);
+        }
+        let (infos, lexer_check) = self.query_infos(text, judged);
+        self.push_query(infos, lexer_check)
+            .map_or_else(QueryNow::Done, |()| QueryNow::Done(Verdict::Forward))
+    }
+
+    /// The rest of a judged Query: a hold for approval, a refusal, or durable intents for what
+    /// may write, then admission.
+    async fn query_judged(&self, text: String, judged: Vec<Judged>) -> Verdict {
         if let Some(j) = Self::first_refusal(&judged) {
             if judged.iter().all(|j| j.decision.action != Action::Block) {
                 // Only `approve` refusals: hold the whole query string for a human.
@@ -864,6 +912,26 @@ impl Session {
     /// Forward an allowed (or approved) query string: durable intent events for what may write,
     /// then one pipeline entry per statement.
     async fn admit_query(&self, text: String, judged: Vec<Judged>) -> Verdict {
+        let (infos, lexer_check) = self.query_infos(&text, judged);
+        for info in infos.iter().filter(|i| i.kinds.may_write()) {
+            if !self.audit_intent(info).await {
+                return self.refuse(
+                    None,
+                    "the audit log is unavailable; statements that may write are refused",
+                    false,
+                    true,
+                );
+            }
+        }
+        match self.push_query(infos, lexer_check) {
+            Ok(()) => Verdict::Forward,
+            Err(v) => v,
+        }
+    }
+
+    /// The pipeline entries of an allowed query's statements (SQL-level PREPARE and DEALLOCATE
+    /// are noted on the way), and whether the batch may change how later SQL is lexed.
+    fn query_infos(&self, text: &str, judged: Vec<Judged>) -> (Vec<Arc<Classified>>, bool) {
         let mut lexer_check = false;
         let mut infos = Vec::with_capacity(judged.len());
         for j in judged {
@@ -883,7 +951,7 @@ impl Session {
                 Some(PreparedRef::Deallocate(None)) => t.sql_prepared.clear(),
                 _ => {}
             });
-            let piece = text.get(j.stmt.span.clone()).unwrap_or(&text).to_string();
+            let piece = text.get(j.stmt.span.clone()).unwrap_or(text);
             infos.push(Arc::new(Classified {
                 text: piece.into(),
                 kinds: j.stmt.kinds,
@@ -892,18 +960,15 @@ impl Session {
                 rule: j.decision.rule,
                 protocol: "simple",
                 hold: None,
+                audit: std::sync::OnceLock::new(),
             }));
         }
-        for info in infos.iter().filter(|i| i.kinds.may_write()) {
-            if !self.audit_intent(info).await {
-                return self.refuse(
-                    None,
-                    "the audit log is unavailable; statements that may write are refused",
-                    false,
-                    true,
-                );
-            }
-        }
+        (infos, lexer_check)
+    }
+
+    /// Counts the statements of an admitted query and queues them (and the query's Sync) for
+    /// their completions. `Err`: the verdict that ends the session.
+    fn push_query(&self, infos: Vec<Arc<Classified>>, lexer_check: bool) -> Result<(), Verdict> {
         let now = Instant::now();
         let mut p = lock(&self.pipeline);
         for info in infos {
@@ -911,14 +976,11 @@ impl Session {
             self.counters
                 .statements_allowed
                 .fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = p.push_stmt(info, now) {
-                return Verdict::Fatal(e.to_string());
-            }
+            p.push_stmt(info, now)
+                .map_err(|e| Verdict::Fatal(e.to_string()))?;
         }
-        if let Err(e) = p.push_sync(lexer_check) {
-            return Verdict::Fatal(e.to_string());
-        }
-        Verdict::Forward
+        p.push_sync(lexer_check)
+            .map_err(|e| Verdict::Fatal(e.to_string()))
     }
 
     async fn on_parse(&self, name: String, text: String) -> Verdict {
@@ -972,6 +1034,7 @@ impl Session {
             rule,
             protocol: "extended",
             hold,
+            audit: std::sync::OnceLock::new(),
         });
         self.tables_mut(|t| {
             t.batch_lexer_check |= !lexer_safe(kinds, flags);
@@ -1055,6 +1118,7 @@ impl Session {
             rule,
             protocol: "fastpath",
             hold: None,
+            audit: std::sync::OnceLock::new(),
         });
         if !self.audit_intent(&info).await {
             return self.refuse(

@@ -282,6 +282,7 @@ impl Session {
                     rule: label,
                     protocol: info.protocol,
                     hold: None,
+                    audit: std::sync::OnceLock::new(),
                 });
                 self.admit_execute(info).await
             }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use smol::future::FutureExt;
 
 use super::hold::{self, Hold};
-use super::{fatal, Ending, Session, Verdict};
+use super::{fatal, Ending, QueryNow, Session, Verdict};
 use crate::approval::Outcome;
 use crate::net::sync_conn::{Readable, SyncConn};
 use crate::proto::pg::catalog::TableColumns;
@@ -76,7 +76,8 @@ struct Judging {
 /// hot path, handled without boxing a future or copying the message. Keep in sync with that
 /// function: a message listed here that did wait would end the session with an internal error.
 /// An Execute joins them when `Session::read_only_execute` finds that its statement can neither
-/// write nor be held (the read-only prepared statement, run again and again).
+/// write nor be held (the read-only prepared statement, run again and again), and a Query when
+/// `Session::query_now` finds every statement in it allowed and unable to write.
 fn never_waits(tag: u8) -> bool {
     matches!(tag, b'B' | b'S' | b'C' | b'D' | b'H' | b'd' | b'c' | b'f')
 }
@@ -355,11 +356,21 @@ impl SessionRelay {
             };
             let (tag, len) = (frame.tag, frame.len);
             moved = true;
-            let read_only = self.session.read_only_execute(tag, &buf[pos..pos + len]);
-            if read_only.is_some() || never_waits(tag) {
+            // A Query that can't write is admitted at once; one that must wait comes back judged.
+            let mut judged = None;
+            let mut in_place = None;
+            if tag == b'Q' {
+                match self.session.query_now(&buf[pos..pos + len]) {
+                    QueryNow::Done(verdict) => in_place = Some(verdict),
+                    QueryNow::Later(text, j) => judged = Some((text, j)),
+                }
+            } else if let Some(info) = self.session.read_only_execute(tag, &buf[pos..pos + len]) {
+                in_place = Some(self.session.admit_now(info));
+            }
+            if in_place.is_some() || never_waits(tag) {
                 // Handled in place: no boxed future, no copy of the message.
-                let polled = match read_only {
-                    Some(info) => Poll::Ready(self.session.admit_now(info)),
+                let polled = match in_place {
+                    Some(verdict) => Poll::Ready(verdict),
                     None => {
                         std::pin::pin!(self.session.on_client_message(tag, &buf[pos..pos + len]))
                             .poll(cx)
@@ -389,10 +400,15 @@ impl SessionRelay {
             let whole = buf[pos..pos + len].to_vec();
             pos += len;
             let session = self.session.clone();
-            let mut verdict: LocalFuture<(Verdict, Vec<u8>)> = Box::pin(async move {
-                let v = session.on_client_message(tag, &whole).await;
-                (v, whole)
-            });
+            let mut verdict: LocalFuture<(Verdict, Vec<u8>)> = match judged {
+                Some((text, judged)) => {
+                    Box::pin(async move { (session.query_judged(text, judged).await, whole) })
+                }
+                None => Box::pin(async move {
+                    let v = session.on_client_message(tag, &whole).await;
+                    (v, whole)
+                }),
+            };
             match verdict.as_mut().poll(cx) {
                 Poll::Ready((v, whole)) => {
                     if let Err(e) = self.carry_out(v, tag, whole, cx) {
