@@ -7,15 +7,14 @@
 //! once authenticated; they never move.
 //!
 //! Futures a relay polls (a statement's durable audit record, an approval wait, a kill order) are
-//! woken through a per-session waker that queues the session on its worker and writes one byte to
-//! the worker's wake socket, which is in the epoll set.
+//! woken through a per-session waker that queues the session on its worker and wakes the
+//! worker's `WakePipe`, which is in the epoll set.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
@@ -27,6 +26,7 @@ use rustix::event::Timespec;
 use super::relay::{Interest, Legs, SessionRelay};
 use super::{Ending, Session};
 use crate::net::sync_conn::READ_CHUNK;
+use crate::net::wake::WakePipe;
 use crate::server::lock;
 
 /// The epoll token of a worker's wake socket (session tokens are `slot << 1 | leg`).
@@ -46,17 +46,14 @@ pub(crate) struct NewSession {
 struct Shared {
     /// Sessions whose futures were woken, by slot.
     ready: Mutex<Vec<usize>>,
-    tx: UnixStream,
-    /// At most one wake byte in flight.
-    raised: AtomicBool,
+    /// Wakes the worker (its wake pipe is in the epoll set).
+    wake: Waker,
 }
 
 impl Shared {
+    /// Called after queuing a session or a slot: makes sure the worker looks at its queues.
     fn raise(&self) {
-        if !self.raised.swap(true, Ordering::AcqRel) {
-            // A full socket (impossible with one byte in flight) or a dead worker: nothing to do.
-            let _ = (&self.tx).write(&[1]);
-        }
+        self.wake.wake_by_ref();
     }
 }
 
@@ -95,20 +92,17 @@ impl Workers {
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
             let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-            let (tx, rx) = UnixStream::pair()?;
-            tx.set_nonblocking(true)?;
-            rx.set_nonblocking(true)?;
-            epoll::add(&epoll, &rx, EventData::new_u64(WAKE), EventFlags::IN)?;
+            let pipe = WakePipe::new()?;
+            epoll::add(&epoll, pipe.fd(), EventData::new_u64(WAKE), EventFlags::IN)?;
             let shared = Arc::new(Shared {
                 ready: Mutex::new(Vec::new()),
-                tx,
-                raised: AtomicBool::new(false),
+                wake: pipe.waker(),
             });
             let (inbox, sessions) = mpsc::channel();
             let worker_shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("pg-relay-{i}"))
-                .spawn(move || Worker::new(epoll, rx, sessions, worker_shared).run())?;
+                .spawn(move || Worker::new(epoll, pipe, sessions, worker_shared).run())?;
             handles.push(Handle { inbox, shared });
         }
         Ok(Workers {
@@ -148,7 +142,7 @@ struct Slot {
 
 struct Worker {
     epoll: OwnedFd,
-    rx: UnixStream,
+    pipe: WakePipe,
     sessions: mpsc::Receiver<NewSession>,
     shared: Arc<Shared>,
     slots: Vec<Option<Slot>>,
@@ -183,13 +177,13 @@ fn up_flags(i: &Interest) -> EventFlags {
 impl Worker {
     fn new(
         epoll: OwnedFd,
-        rx: UnixStream,
+        pipe: WakePipe,
         sessions: mpsc::Receiver<NewSession>,
         shared: Arc<Shared>,
     ) -> Worker {
         Worker {
             epoll,
-            rx,
+            pipe,
             sessions,
             shared,
             slots: Vec::new(),
@@ -275,13 +269,7 @@ impl Worker {
 
     /// The wake socket fired: new sessions, woken futures.
     fn woken(&mut self, now: Instant) {
-        self.shared.raised.store(false, Ordering::Release);
-        let mut sink = [0u8; 64];
-        while let Ok(n) = (&self.rx).read(&mut sink) {
-            if n == 0 {
-                break;
-            }
-        }
+        self.pipe.drain();
         while let Ok(new) = self.sessions.try_recv() {
             self.add(new, now);
         }
