@@ -186,6 +186,7 @@ pub fn push_line(out: &mut String, seq: u64, ts_ms: u64, ev: &Event, prev: &[u8;
     push_rfc3339_millis(out, ts_ms);
     out.push_str("\",\"kind\":");
     push_json_str(out, ev.kind);
+    out.push_str(ev.encoded_fields());
     push_fields(out, &ev.fields);
     out.push_str(",\"prev\":\"");
     push_hex(out, prev);

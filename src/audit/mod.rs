@@ -61,6 +61,7 @@ impl Encoded {
     /// The fields of `ev` (its kind is ignored), encoded.
     pub fn of(ev: &Event) -> Encoded {
         let mut out = String::with_capacity(256);
+        out.push_str(ev.encoded_fields());
         format::push_fields(&mut out, &ev.fields);
         Encoded(out.into())
     }
@@ -68,6 +69,16 @@ impl Encoded {
     /// The encoded fields, each preceded by a comma (empty if there are none).
     pub(crate) fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Bytes of the encoded fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -77,6 +88,9 @@ impl Encoded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub kind: &'static str,
+    /// Fields encoded as they were added ([`Event::encoded`], [`Event::encoded_uint`], ...),
+    /// written before `fields`.
+    encoded: String,
     pub fields: Vec<(&'static str, Value)>,
 }
 
@@ -84,20 +98,49 @@ impl Event {
     pub fn new(kind: &'static str) -> Event {
         Event {
             kind,
+            encoded: String::new(),
             fields: Vec::new(),
         }
     }
-    /// An event with room for `n` fields (one allocation for an event built on a hot path).
-    pub fn with_capacity(kind: &'static str, n: usize) -> Event {
+    /// An event whose fields are all encoded as they are added, with room for `bytes` of them:
+    /// one allocation, and nothing shared with the audit writer's thread (a hot path's event).
+    pub fn with_room(kind: &'static str, bytes: usize) -> Event {
         Event {
             kind,
-            fields: Vec::with_capacity(n),
+            encoded: String::with_capacity(bytes),
+            fields: Vec::new(),
         }
     }
-    /// Fields encoded earlier (see [`Encoded`]), written here in order.
+    /// Fields encoded earlier (see [`Encoded`]), copied into this event. Encoded fields come
+    /// before the others: after a plain field (`str`, `uint`, ...) this one is kept as a field
+    /// too, so the line's order is always the order of the calls.
     pub fn encoded(mut self, v: &Encoded) -> Event {
-        self.fields.push(("", Value::Encoded(v.clone())));
+        if self.fields.is_empty() {
+            self.encoded.push_str(v.as_str());
+        } else {
+            self.fields.push(("", Value::Encoded(v.clone())));
+        }
         self
+    }
+    /// [`Event::uint`], encoded at once (see [`Event::encoded`] for the order).
+    pub fn encoded_uint(self, k: &'static str, v: u64) -> Event {
+        self.encode_now(k, Value::UInt(v))
+    }
+    /// [`Event::bool`], encoded at once (see [`Event::encoded`] for the order).
+    pub fn encoded_bool(self, k: &'static str, v: bool) -> Event {
+        self.encode_now(k, Value::Bool(v))
+    }
+    fn encode_now(mut self, k: &'static str, v: Value) -> Event {
+        if self.fields.is_empty() {
+            format::push_fields(&mut self.encoded, &[(k, v)]);
+        } else {
+            self.fields.push((k, v));
+        }
+        self
+    }
+    /// The fields encoded as they were added.
+    pub(crate) fn encoded_fields(&self) -> &str {
+        &self.encoded
     }
     pub fn str(mut self, k: &'static str, v: impl Into<String>) -> Event {
         self.fields.push((k, Value::Str(v.into())));

@@ -862,14 +862,28 @@ fn encoded_fields_make_the_same_line_as_the_fields_themselves() {
             .bool("prev", false)
     };
     let whole = fields();
-    let mut by_parts = Event::with_capacity("statement", 4);
-    by_parts
-        .fields
-        .push(("", Value::Encoded(Encoded::of(&Event::new("")))));
-    by_parts = by_parts.encoded(&Encoded::of(&fields())).uint("rows", 1);
+    // Encoded at once (the hot path's event), in pieces, with a plain field after them and an
+    // encoded group after that plain field (kept in call order).
+    let ids = Encoded::of(&Event::new("").shared("session", &shared));
+    let tail = Encoded::of(&Event::new("").uint("after", 3));
+    let by_parts = Event::with_room("statement", 16)
+        .encoded(&Encoded::of(&Event::new("")))
+        .encoded(&Encoded::of(&fields()))
+        .encoded_uint("rows", 1)
+        .encoded_bool("ok", true)
+        .str("error", "x")
+        .encoded(&ids)
+        .encoded_uint("n", 2)
+        .encoded(&tail);
     let mut expected = Event::new("statement");
     expected.fields = whole.fields;
-    expected = expected.uint("rows", 1);
+    expected = expected
+        .uint("rows", 1)
+        .bool("ok", true)
+        .str("error", "x")
+        .shared("session", &shared)
+        .uint("n", 2)
+        .uint("after", 3);
     let prev = [0x5a; 32];
     for (seq, ts) in [
         (1, 0),
@@ -880,6 +894,7 @@ fn encoded_fields_make_the_same_line_as_the_fields_themselves() {
         assert_eq!(a, super::format::line(seq, ts, &expected, &prev));
         assert!(json::is_object(&a), "{a}");
     }
+    assert!(super::format::line(1, 0, &by_parts, &prev).contains(",\"rows\":1,\"ok\":true,\"error\":\"x\",\"session\":\"ses_1\\\"\\n\",\"n\":2,\"after\":3,\"prev\":"));
     assert!(super::format::line(7, 0, &expected, &prev).contains(
         ",\"_seq\":18446744073709551615,\"_ts\":-9223372036854775808,\"zero\":0,\"_prev\":false,"
     ));

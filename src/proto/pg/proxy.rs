@@ -514,7 +514,7 @@ impl Session {
         let info = &c.info;
         let statement = info.audit.get_or_init(|| {
             Encoded::of(
-                &Event::with_capacity("", 7)
+                &Event::new("")
                     .str("protocol", info.protocol)
                     .shared("text", &self.audit_text_shared(&info.text))
                     .names("kinds", info.kinds.iter().map(StmtKind::as_str))
@@ -524,16 +524,16 @@ impl Session {
                     .opt_str("rule", info.rule.clone()),
             )
         });
-        let mut ev = Event::with_capacity("statement", 7)
+        let mut ev = Event::with_room("statement", 64 + self.audit_ids.0.len() + statement.len())
             .encoded(&self.audit_ids.0)
             .encoded(statement)
-            .bool("executed", c.executed)
-            .uint(
+            .encoded_bool("executed", c.executed)
+            .encoded_uint(
                 "duration_us",
                 u64::try_from(c.elapsed.as_micros()).unwrap_or(u64::MAX),
             );
         if let Some(rows) = c.rows {
-            ev = ev.uint("rows", rows);
+            ev = ev.encoded_uint("rows", rows);
         }
         if let Some((code, msg)) = c.error {
             ev = ev.str("error_code", code).str("error", msg);
