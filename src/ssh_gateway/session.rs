@@ -24,7 +24,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -823,7 +822,7 @@ impl Session {
             }
             Action::Block => {
                 let _ = self.gw.audit.record(ev).await;
-                counters.statements_blocked.fetch_add(1, Ordering::Relaxed);
+                counters.statements_blocked.add(1);
                 let message = decision
                     .message
                     .unwrap_or_else(|| "command refused by policy".into());
@@ -891,7 +890,7 @@ impl Session {
                     .metrics
                     .target(&self.target.name)
                     .statements_held
-                    .fetch_add(1, Ordering::Relaxed);
+                    .add(1);
                 let public_url = policy.gateway.public_url.clone();
                 self.gw.notifier.notify(crate::approval::notify::payload(
                     &request,
