@@ -282,16 +282,30 @@ impl<'a> Reader<'a> {
         self.ensure(n, 2)?;
         let mut codes = Vec::with_capacity(n);
         for _ in 0..n {
-            // "The parameter format codes. Each must presently be zero (text) or one (binary)."
-            let code = self.i16()?;
-            if code != 0 && code != 1 {
-                return Err(CodecError::Invalid(
-                    "format code other than 0 (text) or 1 (binary)",
-                ));
-            }
-            codes.push(code);
+            codes.push(self.format_code()?);
         }
         Ok(codes)
+    }
+
+    /// [`Reader::format_codes`], checked and skipped: how many there were.
+    fn skip_format_codes(&mut self) -> Result<usize, CodecError> {
+        let n = usize::from(self.u16()?);
+        self.ensure(n, 2)?;
+        for _ in 0..n {
+            self.format_code()?;
+        }
+        Ok(n)
+    }
+
+    fn format_code(&mut self) -> Result<i16, CodecError> {
+        // "The parameter format codes. Each must presently be zero (text) or one (binary)."
+        let code = self.i16()?;
+        if code != 0 && code != 1 {
+            return Err(CodecError::Invalid(
+                "format code other than 0 (text) or 1 (binary)",
+            ));
+        }
+        Ok(code)
     }
 }
 
@@ -669,23 +683,18 @@ pub fn decode_frontend(tag: u8, body: &[u8]) -> Result<Frontend<'_>, CodecError>
             // FunctionCall: argument format codes, then "Int16 — Specifies the number of arguments
             // being supplied to the function." and for each an Int32 length (-1 = NULL) and bytes,
             // then "Int16 — The format code for the function result."
-            let formats = r.format_codes()?;
+            let formats = r.skip_format_codes()?;
             let n = usize::from(r.u16()?);
             r.ensure(n, 4)?;
             for _ in 0..n {
                 r.nullable_bytes()?;
             }
-            if formats.len() > 1 && formats.len() != n {
+            if formats > 1 && formats != n {
                 return Err(CodecError::Invalid(
                     "function call format code count is neither 0, 1 nor the argument count",
                 ));
             }
-            let result_format = r.i16()?;
-            if result_format != 0 && result_format != 1 {
-                return Err(CodecError::Invalid(
-                    "format code other than 0 (text) or 1 (binary)",
-                ));
-            }
+            r.format_code()?;
             Frontend::FunctionCall { oid }
         }
         b'p' => Frontend::Password(r.take_rest()),
@@ -693,6 +702,32 @@ pub fn decode_frontend(tag: u8, body: &[u8]) -> Result<Frontend<'_>, CodecError>
     };
     r.expect_empty()?;
     Ok(msg)
+}
+
+/// The portal and statement names of a Bind body, the whole message checked as
+/// [`decode_frontend`] checks it but nothing collected: the relay's path for every Bind, where the
+/// parameters matter only when an approval must cover them (then the caller decodes them).
+///
+/// # Errors
+/// As [`decode_frontend`] for a Bind.
+pub fn decode_bind_names(body: &[u8]) -> Result<(&str, &str), CodecError> {
+    let mut r = Reader::new(body);
+    let portal = r.cstr()?;
+    let statement = r.cstr()?;
+    let formats = r.skip_format_codes()?;
+    let n = usize::from(r.u16()?);
+    r.ensure(n, 4)?;
+    for _ in 0..n {
+        r.nullable_bytes()?;
+    }
+    if formats > 1 && formats != n {
+        return Err(CodecError::Invalid(
+            "bind format code count is neither 0, 1 nor the parameter count",
+        ));
+    }
+    r.skip_format_codes()?;
+    r.expect_empty()?;
+    Ok((portal, statement))
 }
 
 /// Decodes a PasswordMessage body: "String — The password (encrypted, if requested)."
@@ -1651,6 +1686,48 @@ mod tests {
             decode_frontend(b'B', b"\0\0\0\0\0\0\0\0x"),
             Err(CodecError::TrailingBytes)
         );
+    }
+
+    /// `decode_bind_names` must accept and refuse exactly what the full decoder does.
+    fn same_as_full_bind_decode(body: &[u8]) {
+        let full = decode_frontend(b'B', body).map(|m| match m {
+            Frontend::Bind {
+                portal, statement, ..
+            } => (portal, statement),
+            other => panic!("a Bind body decoded as {other:?}"),
+        });
+        assert_eq!(decode_bind_names(body), full, "body {body:?}");
+    }
+
+    #[test]
+    fn bind_names_check_the_whole_message_like_the_full_decoder() {
+        let bodies: [&[u8]; 9] = [
+            b"portal\0stmt\0\x00\x01\x00\x01\x00\x03\
+              \x00\x00\x00\x02hi\xff\xff\xff\xff\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01",
+            b"\0P_0\0\x00\x00\x00\x01\x00\x00\x00\x0512345\x00\x00",
+            b"\0\0\x00\x00\x00\x00\x00\x00",
+            b"\0\0\x00\x00\xff\xff",
+            b"\0\0\x00\x01\x00\x02\x00\x00\x00\x00",
+            b"\0\0\x00\x02\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+            b"\0\0\x00\x00\x00\x01\x80\x00\x00\x00\x00\x00",
+            b"\0\0\0\0\0\0\0\0x",
+            b"\xff\0s\0\x00\x00\x00\x00\x00\x00",
+        ];
+        for body in bodies {
+            // Every prefix too: truncations at each field boundary and inside each field.
+            for cut in 0..=body.len() {
+                same_as_full_bind_decode(&body[..cut]);
+            }
+            // And every single-byte change to 0x00, 0x01 and 0xff.
+            for i in 0..body.len() {
+                for b in [0x00, 0x01, 0xff] {
+                    let mut changed = body.to_vec();
+                    changed[i] = b;
+                    same_as_full_bind_decode(&changed);
+                }
+            }
+        }
+        assert_eq!(decode_bind_names(bodies[1]), Ok(("", "P_0")));
     }
 
     #[test]

@@ -431,6 +431,44 @@ struct Portal {
     params: Option<Vec<Option<Vec<u8>>>>,
 }
 
+/// Portal name -> the statement it was bound from. The unnamed portal, which nearly every client
+/// binds for every execution, has a slot of its own: no hashing on the per-query path.
+#[derive(Default)]
+struct Portals {
+    unnamed: Option<Portal>,
+    named: HashMap<String, Portal>,
+}
+
+impl Portals {
+    fn get(&self, name: &str) -> Option<&Portal> {
+        if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.named.get(name)
+        }
+    }
+
+    fn insert(&mut self, name: &str, portal: Portal) {
+        if name.is_empty() {
+            self.unnamed = Some(portal);
+        } else {
+            self.named.insert(name.to_string(), portal);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.named.remove(name);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.named.len() + usize::from(self.unnamed.is_some())
+    }
+}
+
 /// What an SQL-level `PREPARE name AS ...` will do when executed.
 struct SqlPrepared {
     kinds: KindSet,
@@ -444,7 +482,7 @@ struct Tables {
     /// Extended protocol: prepared statement name -> classification (decided at Parse).
     prepared: HashMap<String, Arc<Classified>>,
     /// Portal name -> the statement it was bound from.
-    portals: HashMap<String, Portal>,
+    portals: Portals,
     /// SQL-level PREPARE name -> kinds and tables of the inner statement.
     sql_prepared: HashMap<String, SqlPrepared>,
     markers: u64,
@@ -621,6 +659,9 @@ impl Session {
     async fn on_client_message(&self, tag: u8, frame: &[u8]) -> Verdict {
         // split_frame guarantees the 5-byte header.
         let body = frame.get(5..).unwrap_or_default();
+        if tag == b'B' {
+            return self.on_bind(body);
+        }
         let msg = match codec::decode_frontend(tag, body) {
             Ok(m) => m,
             Err(e) => return Verdict::Fatal(format!("invalid message from client: {e}")),
@@ -630,52 +671,8 @@ impl Session {
             Frontend::Parse { name, sql, .. } => {
                 self.on_parse(name.to_string(), sql.to_string()).await
             }
-            Frontend::Bind {
-                portal,
-                statement,
-                params,
-            } => {
-                self.tables_mut(|t| {
-                    let info = t.prepared.get(statement).cloned().or_else(|| {
-                        // A statement made with SQL-level PREPARE can be bound too.
-                        t.sql_prepared.get(statement).map(|p| {
-                            Arc::new(Classified {
-                                text: format!(
-                                    "EXECUTE {statement} -- bound through the extended protocol"
-                                )
-                                .into(),
-                                kinds: p.kinds,
-                                tables: p.tables.clone(),
-                                flags: p.flags,
-                                rule: None,
-                                protocol: "extended",
-                                hold: None,
-                                audit: std::sync::OnceLock::new(),
-                            })
-                        })
-                    });
-                    match info {
-                        Some(info)
-                            if t.portals.len() < MAX_PREPARED || t.portals.contains_key(portal) =>
-                        {
-                            // Parameters are kept only when an approval must cover them.
-                            let params = info.hold.as_ref().map(|_| {
-                                params
-                                    .values
-                                    .iter()
-                                    .map(|v| v.map(<[u8]>::to_vec))
-                                    .collect()
-                            });
-                            t.portals
-                                .insert(portal.to_string(), Portal { info, params });
-                        }
-                        _ => {
-                            t.portals.remove(portal);
-                        }
-                    }
-                });
-                Verdict::Forward
-            }
+            // Decoded by `on_bind`, above.
+            Frontend::Bind { .. } => Verdict::Fatal("internal: Bind decoded twice".into()),
             Frontend::Execute { portal, .. } => self.on_execute(portal).await,
             Frontend::Close { kind, name } => {
                 self.tables_mut(|t| {
@@ -795,7 +792,7 @@ impl Session {
                 Action::Approve => &self.counters.statements_held,
                 _ => &self.counters.statements_blocked,
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.add(1);
         }
     }
 
@@ -973,9 +970,7 @@ impl Session {
         let mut p = lock(&self.pipeline);
         for info in infos {
             self.bump(|s| s.statements += 1);
-            self.counters
-                .statements_allowed
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.statements_allowed.add(1);
             p.push_stmt(info, now)
                 .map_err(|e| Verdict::Fatal(e.to_string()))?;
         }
@@ -1043,6 +1038,56 @@ impl Session {
         Verdict::Forward
     }
 
+    /// A Bind: the portal now runs the statement (its parameters are kept only when an approval
+    /// must cover them, so the common Bind is checked without collecting them).
+    fn on_bind(&self, body: &[u8]) -> Verdict {
+        let (portal, statement) = match codec::decode_bind_names(body) {
+            Ok(names) => names,
+            Err(e) => return Verdict::Fatal(format!("invalid message from client: {e}")),
+        };
+        self.tables_mut(|t| {
+            let info = t.prepared.get(statement).cloned().or_else(|| {
+                // A statement made with SQL-level PREPARE can be bound too.
+                t.sql_prepared.get(statement).map(|p| {
+                    Arc::new(Classified {
+                        text: format!("EXECUTE {statement} -- bound through the extended protocol")
+                            .into(),
+                        kinds: p.kinds,
+                        tables: p.tables.clone(),
+                        flags: p.flags,
+                        rule: None,
+                        protocol: "extended",
+                        hold: None,
+                        audit: std::sync::OnceLock::new(),
+                    })
+                })
+            });
+            match info {
+                Some(info) if t.portals.len() < MAX_PREPARED || t.portals.get(portal).is_some() => {
+                    let params = match &info.hold {
+                        None => None,
+                        Some(_) => match codec::decode_frontend(b'B', body) {
+                            Ok(Frontend::Bind { params, .. }) => Some(
+                                params
+                                    .values
+                                    .iter()
+                                    .map(|v| v.map(<[u8]>::to_vec))
+                                    .collect(),
+                            ),
+                            // decode_bind_names accepted it: the full decode can't refuse it.
+                            _ => {
+                                return Verdict::Fatal("internal: Bind decoded differently".into())
+                            }
+                        },
+                    };
+                    t.portals.insert(portal, Portal { info, params });
+                }
+                _ => t.portals.remove(portal),
+            }
+            Verdict::Forward
+        })
+    }
+
     async fn on_execute(&self, portal: &str) -> Verdict {
         let found = lock(&self.tables)
             .portals
@@ -1082,9 +1127,7 @@ impl Session {
     /// Counts an allowed statement and queues it for its completion; nothing here waits.
     fn admit_now(&self, info: Arc<Classified>) -> Verdict {
         self.bump(|s| s.statements += 1);
-        self.counters
-            .statements_allowed
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.statements_allowed.add(1);
         match lock(&self.pipeline).push_stmt(info, Instant::now()) {
             Ok(()) => Verdict::Forward,
             Err(e) => Verdict::Fatal(e.to_string()),
@@ -1129,9 +1172,7 @@ impl Session {
             );
         }
         self.bump(|s| s.statements += 1);
-        self.counters
-            .statements_allowed
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.statements_allowed.add(1);
         let mut p = lock(&self.pipeline);
         if let Err(e) = p
             .push_stmt(info, Instant::now())

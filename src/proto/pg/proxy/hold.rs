@@ -127,9 +127,7 @@ impl Session {
         let broker = self.gw.broker.clone();
         match smol::unblock(move || broker.submit(new, now)).await {
             Ok((request, outcome)) => {
-                self.counters
-                    .statements_held
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.statements_held.add(1);
                 let public_url = self.gw.loaded().policy.gateway.public_url.clone();
                 self.gw.notifier.notify(crate::approval::notify::payload(
                     &request,
