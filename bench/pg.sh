@@ -174,7 +174,10 @@ sql = ["select", "transaction", "set", "show"]
 action = "allow"
 TOML
     chmod 600 "$gw/portcullis.toml"
-    "$PORTCULLIS" serve --config "$gw/portcullis.toml" >"$gw/serve.log" 2>&1 &
+    # In its own session, as pgbouncer (-d) and a systemd service are: with the kernel's
+    # autogroup scheduling (sched_autogroup_enabled=1) a process started from this script would
+    # otherwise share one CPU group with pgbench while pgbouncer got a group of its own.
+    setsid "$PORTCULLIS" serve --config "$gw/portcullis.toml" >"$gw/serve.log" 2>&1 &
     GATEWAY_PID=$!
     bench_track_pid "$GATEWAY_PID"
     if ! wait_for_ready "$gw/serve.log" "$GATEWAY_PID"; then
