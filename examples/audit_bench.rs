@@ -1,8 +1,8 @@
 //! The audit writer's cost per statement event, alone: no network, no PostgreSQL.
 //!
-//! Two producer threads queue statement events shaped like the PostgreSQL gateway's (same
-//! fields, shared session names, a prepared statement's text) at a steady rate, in small bursts
-//! as a busy relay does; the writer thread's CPU time (user and system, from
+//! Two producer threads queue statement events built like the PostgreSQL gateway's (same fields,
+//! the session's names and a prepared statement's fields encoded once) at a steady rate, in small
+//! bursts as a busy relay does; the writer thread's CPU time (user and system, from
 //! /proc/self/task/*/stat) is divided by the number of events. Run with
 //! `cargo run --release --example audit_bench -- [EVENTS] [RATE_PER_S]` (defaults 200000,
 //! 20000). Linux only (reads /proc).
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis::audit::{self, Event};
+use portcullis::audit::{self, Encoded, Event};
 use portcullis::store::Store;
 
 fn writer_ticks() -> Option<(u64, u64)> {
@@ -53,11 +53,27 @@ fn main() {
         .map(|p| {
             let audit = audit.clone();
             std::thread::spawn(move || {
-                let session: Arc<str> = format!("ses_{p:016x}").into();
-                let identity: Arc<str> = "ci-deploy".into();
-                let target: Arc<str> = "bench".into();
-                let token: Arc<str> = "tok_0123456789ab".into();
+                // Built as the gateway builds them (`Session::completion_event`): the session's
+                // names and the statement's own fields encoded once, each event encoded as it
+                // is made.
+                let ids = Encoded::of(
+                    &Event::new("")
+                        .str("session", format!("ses_{p:016x}"))
+                        .str("identity", "ci-deploy")
+                        .str("target", "bench")
+                        .str("token", "tok_0123456789ab"),
+                );
                 let text: Arc<str> = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;".into();
+                let statement = Encoded::of(
+                    &Event::new("")
+                        .str("protocol", "extended")
+                        .shared("text", &text)
+                        .names("kinds", ["select"])
+                        .list("tables", vec!["public.pgbench_accounts".to_string()])
+                        .names("flags", [])
+                        .str("decision", "allow")
+                        .opt_str("rule", Some("ci-reads")),
+                );
                 let per_thread = events / producers;
                 let interval =
                     Duration::from_secs_f64(burst as f64 * producers as f64 / rate as f64);
@@ -65,21 +81,12 @@ fn main() {
                 let mut sent = 0u64;
                 while sent < per_thread {
                     for _ in 0..burst.min(per_thread - sent) {
-                        let ev = Event::new("statement")
-                            .shared("session", &session)
-                            .shared("identity", &identity)
-                            .shared("target", &target)
-                            .shared("token", &token)
-                            .str("protocol", "extended")
-                            .shared("text", &text)
-                            .names("kinds", ["select"])
-                            .list("tables", vec!["public.pgbench_accounts".to_string()])
-                            .names("flags", [])
-                            .str("decision", "allow")
-                            .opt_str("rule", Some("ci-reads"))
-                            .bool("executed", true)
-                            .uint("duration_us", 180)
-                            .uint("rows", 1);
+                        let ev = Event::with_room("statement", 64 + ids.len() + statement.len())
+                            .encoded(&ids)
+                            .encoded(&statement)
+                            .encoded_bool("executed", true)
+                            .encoded_uint("duration_us", 180)
+                            .encoded_uint("rows", 1);
                         smol::block_on(audit.record(ev)).expect("record");
                         sent += 1;
                     }

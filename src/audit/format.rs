@@ -139,30 +139,50 @@ pub(super) fn push_fields(out: &mut String, fields: &[(&'static str, Value)]) {
             out.push_str(e.as_str());
             continue;
         }
-        out.push(',');
-        if RESERVED.contains(k) {
-            out.push_str("\"_");
-            out.push_str(k);
-            out.push('"');
-        } else {
-            push_json_str(out, k);
-        }
-        out.push(':');
+        push_key(out, k);
         push_value(out, v);
     }
 }
 
-fn push_list<S: AsRef<str>>(out: &mut String, items: &[S]) {
-    out.push('[');
-    for (i, item) in items.iter().take(MAX_LIST_ITEMS).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(out, &capped(item.as_ref()));
+/// Appends `,"k":` (a reserved name gets its leading `_`).
+pub(super) fn push_key(out: &mut String, k: &str) {
+    out.push(',');
+    if RESERVED.contains(&k) {
+        out.push_str("\"_");
+        out.push_str(k);
+        out.push('"');
+    } else {
+        push_json_str(out, k);
     }
-    if items.len() > MAX_LIST_ITEMS {
+    out.push(':');
+}
+
+/// Appends a string value as `Value::Str` would be written (capped).
+pub(super) fn push_str_value(out: &mut String, s: &str) {
+    push_json_str(out, &capped(s));
+}
+
+fn push_list<S: AsRef<str>>(out: &mut String, items: &[S]) {
+    push_list_iter(out, items.iter().map(AsRef::as_ref));
+}
+
+/// Appends a list value as `Value::List` / `Value::Names` would be written: at most
+/// [`MAX_LIST_ITEMS`] items, then one marker item counting the rest.
+pub(super) fn push_list_iter<'a>(out: &mut String, items: impl IntoIterator<Item = &'a str>) {
+    out.push('[');
+    let mut n = 0usize;
+    for item in items {
+        if n < MAX_LIST_ITEMS {
+            if n > 0 {
+                out.push(',');
+            }
+            push_json_str(out, &capped(item));
+        }
+        n += 1;
+    }
+    if n > MAX_LIST_ITEMS {
         out.push(',');
-        let more = format!("...[{} more]", items.len() - MAX_LIST_ITEMS);
+        let more = format!("...[{} more]", n - MAX_LIST_ITEMS);
         push_json_str(out, &more);
     }
     out.push(']');

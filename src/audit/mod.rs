@@ -130,6 +130,46 @@ impl Event {
     pub fn encoded_bool(self, k: &'static str, v: bool) -> Event {
         self.encode_now(k, Value::Bool(v))
     }
+    /// [`Event::str`], encoded at once from a borrowed string (see [`Event::encoded`] for the
+    /// order).
+    pub fn encoded_str(mut self, k: &'static str, v: &str) -> Event {
+        if !self.fields.is_empty() {
+            return self.str(k, v);
+        }
+        format::push_key(&mut self.encoded, k);
+        format::push_str_value(&mut self.encoded, v);
+        self
+    }
+    /// [`Event::opt_str`], encoded at once (see [`Event::encoded`] for the order).
+    pub fn encoded_opt_str(self, k: &'static str, v: Option<&str>) -> Event {
+        match v {
+            Some(v) => self.encoded_str(k, v),
+            None => self.encode_now(k, Value::Null),
+        }
+    }
+    /// [`Event::names`], encoded at once (see [`Event::encoded`] for the order).
+    pub fn encoded_names(
+        mut self,
+        k: &'static str,
+        v: impl IntoIterator<Item = &'static str>,
+    ) -> Event {
+        if !self.fields.is_empty() {
+            return self.names(k, v);
+        }
+        format::push_key(&mut self.encoded, k);
+        format::push_list_iter(&mut self.encoded, v);
+        self
+    }
+    /// [`Event::list`], encoded at once from borrowed items (see [`Event::encoded`] for the
+    /// order).
+    pub fn encoded_list(mut self, k: &'static str, v: &[String]) -> Event {
+        if !self.fields.is_empty() {
+            return self.list(k, v.to_vec());
+        }
+        format::push_key(&mut self.encoded, k);
+        format::push_list_iter(&mut self.encoded, v.iter().map(String::as_str));
+        self
+    }
     fn encode_now(mut self, k: &'static str, v: Value) -> Event {
         if self.fields.is_empty() {
             format::push_fields(&mut self.encoded, &[(k, v)]);

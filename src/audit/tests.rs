@@ -901,6 +901,44 @@ fn encoded_fields_make_the_same_line_as_the_fields_themselves() {
 }
 
 #[test]
+fn fields_encoded_from_borrowed_values_match_the_plain_fields() {
+    let long = "\u{2028}é".repeat(MAX_STR_BYTES / 4);
+    let many: Vec<String> = (0..MAX_LIST_ITEMS + 3).map(|i| format!("t{i}\"")).collect();
+    let build = |ev: Event, plain: bool| {
+        if plain {
+            ev.str("text", long.as_str())
+                .opt_str("rule", None::<String>)
+                .opt_str("seq", Some("reserved"))
+                .names("kinds", ["select", "insert"])
+                .list("tables", many.clone())
+                .list("none", Vec::new())
+        } else {
+            ev.encoded_str("text", &long)
+                .encoded_opt_str("rule", None)
+                .encoded_opt_str("seq", Some("reserved"))
+                .encoded_names("kinds", ["select", "insert"])
+                .encoded_list("tables", &many)
+                .encoded_list("none", &[])
+        }
+    };
+    let prev = [7; 32];
+    // Encoded at once, and (after a plain field) kept as fields: the same line either way.
+    let encoded = build(Event::with_room("k", 64), false);
+    let after_plain = build(Event::new("k").uint("first", 1), false);
+    let plain = build(Event::new("k"), true);
+    let line = super::format::line(3, 0, &plain, &prev);
+    assert_eq!(super::format::line(3, 0, &encoded, &prev), line);
+    assert_eq!(
+        super::format::line(3, 0, &after_plain, &prev),
+        super::format::line(3, 0, &build(Event::new("k").uint("first", 1), true), &prev)
+    );
+    assert!(json::is_object(&line));
+    assert!(line.contains("\"...[3 more]\"]"));
+    assert!(line.contains(",\"_seq\":\"reserved\","));
+    assert!(line.contains("...[truncated "));
+}
+
+#[test]
 fn numbers_and_timestamps_match_the_standard_formatter() {
     for n in [
         0u64,

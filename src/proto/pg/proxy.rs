@@ -547,29 +547,23 @@ impl Session {
         if c.executed {
             self.counters.statement_latency.observe(c.elapsed);
         }
-        // The statement's own fields are the same for every execution: encoded once (the audit
-        // format caps long strings itself, and marks them).
         let info = &c.info;
-        let statement = info.audit.get_or_init(|| {
-            Encoded::of(
-                &Event::new("")
-                    .str("protocol", info.protocol)
-                    .shared("text", &self.audit_text_shared(&info.text))
-                    .names("kinds", info.kinds.iter().map(StmtKind::as_str))
-                    .list("tables", info.tables.clone())
-                    .names("flags", info.flags.names())
-                    .str("decision", "allow")
-                    .opt_str("rule", info.rule.clone()),
-            )
-        });
-        let mut ev = Event::with_room("statement", 64 + self.audit_ids.0.len() + statement.len())
-            .encoded(&self.audit_ids.0)
-            .encoded(statement)
-            .encoded_bool("executed", c.executed)
-            .encoded_uint(
-                "duration_us",
-                u64::try_from(c.elapsed.as_micros()).unwrap_or(u64::MAX),
-            );
+        let room = 128 + self.audit_ids.0.len() + info.text.len();
+        let ev = Event::with_room("statement", room).encoded(&self.audit_ids.0);
+        // A prepared statement's own fields are the same for every execution: encoded once and
+        // kept on it. A simple-protocol one runs once: encoded straight into its event.
+        let ev = if info.protocol == "extended" {
+            let fields = info
+                .audit
+                .get_or_init(|| Encoded::of(&self.statement_fields(Event::new(""), info)));
+            ev.encoded(fields)
+        } else {
+            self.statement_fields(ev, info)
+        };
+        let mut ev = ev.encoded_bool("executed", c.executed).encoded_uint(
+            "duration_us",
+            u64::try_from(c.elapsed.as_micros()).unwrap_or(u64::MAX),
+        );
         if let Some(rows) = c.rows {
             ev = ev.encoded_uint("rows", rows);
         }
@@ -577,6 +571,19 @@ impl Session {
             ev = ev.str("error_code", code).str("error", msg);
         }
         ev
+    }
+
+    /// The fields a completed statement's event has of its own (the audit format caps long
+    /// strings itself, and marks them).
+    fn statement_fields(&self, ev: Event, info: &Classified) -> Event {
+        let masked = lock(&self.pipeline).mask_for_audit(&info.text);
+        ev.encoded_str("protocol", info.protocol)
+            .encoded_str("text", masked.as_deref().unwrap_or(&info.text))
+            .encoded_names("kinds", info.kinds.iter().map(StmtKind::as_str))
+            .encoded_list("tables", &info.tables)
+            .encoded_names("flags", info.flags.names())
+            .encoded_str("decision", "allow")
+            .encoded_opt_str("rule", info.rule.as_deref())
     }
 
     /// Queues `ev` if the audit queue has room (the common case: no future, no wait). Gives it
