@@ -277,24 +277,44 @@ impl<'a> Reader<'a> {
     }
 
     /// Int16 count followed by that many Int16 format codes, each 0 (text) or 1 (binary).
-    fn format_codes(&mut self) -> Result<Vec<i16>, CodecError> {
-        let n = usize::from(self.u16()?);
-        self.ensure(n, 2)?;
-        let mut codes = Vec::with_capacity(n);
-        for _ in 0..n {
-            codes.push(self.format_code()?);
-        }
-        Ok(codes)
-    }
-
-    /// [`Reader::format_codes`], checked and skipped: how many there were.
-    fn skip_format_codes(&mut self) -> Result<usize, CodecError> {
+    /// Format codes (an Int16 count, then the codes), checked, each handed to `out`; returns
+    /// the count.
+    fn format_codes_into(&mut self, out: &mut impl Extend<i16>) -> Result<usize, CodecError> {
         let n = usize::from(self.u16()?);
         self.ensure(n, 2)?;
         for _ in 0..n {
-            self.format_code()?;
+            out.extend(Some(self.format_code()?));
         }
         Ok(n)
+    }
+
+    /// What follows a Bind's two names: parameter format codes, the values, result-column
+    /// format codes; checked, each part handed to its sink.
+    fn bind_params_into(
+        &mut self,
+        formats: &mut impl Extend<i16>,
+        values: &mut impl Extend<Option<&'a [u8]>>,
+        result_formats: &mut impl Extend<i16>,
+    ) -> Result<(), CodecError> {
+        // Bind: "Int16 — The number of parameter format codes that follow (denoted C below).
+        // This can be zero ...; or one, in which case the specified format code is applied to
+        // all parameters; or it can equal the actual number of parameters."
+        let format_count = self.format_codes_into(formats)?;
+        // "Int16 — The number of parameter values that follow (possibly zero)."
+        let n = usize::from(self.u16()?);
+        // Each value needs at least its Int32 length.
+        self.ensure(n, 4)?;
+        for _ in 0..n {
+            values.extend(Some(self.nullable_bytes()?));
+        }
+        if format_count > 1 && format_count != n {
+            return Err(CodecError::Invalid(
+                "bind format code count is neither 0, 1 nor the parameter count",
+            ));
+        }
+        // "Int16 — The number of result-column format codes that follow (denoted R below)."
+        self.format_codes_into(result_formats)?;
+        Ok(())
     }
 
     fn format_code(&mut self) -> Result<i16, CodecError> {
@@ -306,6 +326,15 @@ impl<'a> Reader<'a> {
             ));
         }
         Ok(code)
+    }
+}
+
+/// A sink that keeps nothing: for checking a message's parts without collecting them.
+struct Discard;
+
+impl<T> Extend<T> for Discard {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, items: I) {
+        items.into_iter().for_each(drop);
     }
 }
 
@@ -623,33 +652,20 @@ pub fn decode_frontend(tag: u8, body: &[u8]) -> Result<Frontend<'_>, CodecError>
         b'B' => {
             let portal = r.cstr()?;
             let statement = r.cstr()?;
-            // Bind: "Int16 — The number of parameter format codes that follow (denoted C below).
-            // This can be zero ...; or one, in which case the specified format code is applied to
-            // all parameters; or it can equal the actual number of parameters."
-            let formats = r.format_codes()?;
-            // "Int16 — The number of parameter values that follow (possibly zero)."
-            let n = usize::from(r.u16()?);
-            // Each value needs at least its Int32 length.
-            r.ensure(n, 4)?;
-            let mut values = Vec::with_capacity(n);
-            for _ in 0..n {
-                values.push(r.nullable_bytes()?);
-            }
-            if formats.len() > 1 && formats.len() != values.len() {
-                return Err(CodecError::Invalid(
-                    "bind format code count is neither 0, 1 nor the parameter count",
-                ));
-            }
-            // "Int16 — The number of result-column format codes that follow (denoted R below)."
-            let result_formats = r.format_codes()?;
+            let mut params = BindParams {
+                formats: Vec::new(),
+                values: Vec::new(),
+                result_formats: Vec::new(),
+            };
+            r.bind_params_into(
+                &mut params.formats,
+                &mut params.values,
+                &mut params.result_formats,
+            )?;
             Frontend::Bind {
                 portal,
                 statement,
-                params: BindParams {
-                    formats,
-                    values,
-                    result_formats,
-                },
+                params,
             }
         }
         b'E' => Frontend::Execute {
@@ -683,7 +699,7 @@ pub fn decode_frontend(tag: u8, body: &[u8]) -> Result<Frontend<'_>, CodecError>
             // FunctionCall: argument format codes, then "Int16 — Specifies the number of arguments
             // being supplied to the function." and for each an Int32 length (-1 = NULL) and bytes,
             // then "Int16 — The format code for the function result."
-            let formats = r.skip_format_codes()?;
+            let formats = r.format_codes_into(&mut Discard)?;
             let n = usize::from(r.u16()?);
             r.ensure(n, 4)?;
             for _ in 0..n {
@@ -714,18 +730,7 @@ pub fn decode_bind_names(body: &[u8]) -> Result<(&str, &str), CodecError> {
     let mut r = Reader::new(body);
     let portal = r.cstr()?;
     let statement = r.cstr()?;
-    let formats = r.skip_format_codes()?;
-    let n = usize::from(r.u16()?);
-    r.ensure(n, 4)?;
-    for _ in 0..n {
-        r.nullable_bytes()?;
-    }
-    if formats > 1 && formats != n {
-        return Err(CodecError::Invalid(
-            "bind format code count is neither 0, 1 nor the parameter count",
-        ));
-    }
-    r.skip_format_codes()?;
+    r.bind_params_into(&mut Discard, &mut Discard, &mut Discard)?;
     r.expect_empty()?;
     Ok((portal, statement))
 }
