@@ -15,7 +15,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use portcullis::record::{Header, Outcome, RecordOptions, Recorder};
@@ -40,22 +39,7 @@ fn require(tool: &str, package: &str) {
 fn asciinema_cat(file: &Path) -> Vec<u8> {
     require("asciinema", "asciinema");
     require("script", "bsdutils");
-    let path = file.to_str().unwrap();
-    assert!(!path.contains('\''), "temp path with a quote: {path}");
-    let out = common::run_with_timeout(
-        Command::new("script")
-            // -q: no "Script started" lines; -e: exit with the child's status; log to /dev/null.
-            .args([
-                "-q",
-                "-e",
-                "-c",
-                &format!("asciinema cat '{path}'"),
-                "/dev/null",
-            ])
-            .env("LC_ALL", "C.UTF-8"),
-        None,
-        REPLAY_TIMEOUT,
-    );
+    let out = common::asciinema_cat(file, REPLAY_TIMEOUT);
     assert!(
         out.status.success(),
         "asciinema cat failed:\n{}",

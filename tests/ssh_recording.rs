@@ -218,21 +218,7 @@ fn events<'a>(audit: &'a str, kind: &str) -> Vec<&'a str> {
 /// Runs `asciinema cat FILE` under a pseudo-terminal (it opens /dev/tty) and returns what it
 /// printed.
 fn asciinema_cat(file: &Path) -> String {
-    let path = file.to_str().unwrap();
-    assert!(!path.contains('\''), "temp path with a quote: {path}");
-    let out = run_with_timeout(
-        Command::new("script")
-            .args([
-                "-q",
-                "-e",
-                "-c",
-                &format!("asciinema cat '{path}'"),
-                "/dev/null",
-            ])
-            .env("LC_ALL", "C.UTF-8"),
-        None,
-        Duration::from_secs(60),
-    );
+    let out = common::asciinema_cat(file, Duration::from_secs(60));
     assert!(out.status.success(), "asciinema cat:\n{}", describe(&out));
     stdout(&out)
 }

@@ -151,6 +151,30 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs the real `asciinema cat FILE` under a pseudo-terminal (`script`; asciinema opens
+/// /dev/tty), bounded by `timeout`. The caller checks what it printed.
+pub fn asciinema_cat(file: &Path, timeout: Duration) -> Output {
+    let path = file.to_str().expect("temp paths are UTF-8");
+    assert!(!path.contains('\''), "temp path with a quote: {path}");
+    run_with_timeout(
+        Command::new("script")
+            // -q: no "Script started" lines; -e: exit with the child's status; log to /dev/null.
+            .args([
+                "-q",
+                "-e",
+                "-c",
+                &format!("asciinema cat '{path}'"),
+                "/dev/null",
+            ])
+            .env("LC_ALL", "C.UTF-8")
+            // A config home of its own: on a machine where asciinema never ran, two runs at once
+            // race to create ~/.config/asciinema and one dies with FileExistsError.
+            .env("ASCIINEMA_CONFIG_HOME", format!("{path}.asciinema-config")),
+        None,
+        timeout,
+    )
+}
+
 /// Runs `cmd` to completion with an optional stdin, killing it after `timeout`.
 /// A killed command gets a non-success status and a note at the end of its stderr.
 pub fn run_with_timeout(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
