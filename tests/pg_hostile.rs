@@ -1130,6 +1130,23 @@ fn max_connections_refuses_the_extra_client_and_recovers() {
         describe(&out)
     );
 
+    // A client that sends its StartupMessage before reading anything, as libpq does, still reads
+    // the refusal: the gateway drains what it sent instead of closing on unread bytes (Linux
+    // would answer that close with a reset, and the client would lose the message). Several
+    // times, since the old close lost the race only sometimes.
+    for i in 0..10 {
+        let mut eager = connect(addr);
+        send(&mut eager, &alice_startup());
+        let end = read_until_closed(&mut eager, ANSWER_WAIT);
+        assert_fatal_then_closed(
+            &end,
+            &[],
+            &["53300"],
+            &format!("eager client #{i} over max_connections = 3"),
+            &fx.gw,
+        );
+    }
+
     // One of the held connections still works: finish its handshake and log in.
     let mut s = held.pop().unwrap();
     send(&mut s, &alice_startup());

@@ -1,4 +1,5 @@
 //! Sockets, TLS and the stream types the protocol legs use.
+pub mod refuse;
 pub mod stream;
 pub mod sync_conn;
 pub mod tls;

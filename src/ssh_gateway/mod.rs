@@ -22,14 +22,13 @@ mod recording;
 mod session;
 mod sftp_audit;
 
-use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::rand::SecureRandom;
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
 use crate::audit::Event;
@@ -247,18 +246,6 @@ fn client_transport_config(handshake_timeout: Duration) -> TransportConfig {
     }
 }
 
-/// Longest time the refusal of a connection over `max_connections` may take to write.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest time a refused connection is kept open for the client to read the refusal.
-const REFUSAL_LINGER: Duration = Duration::from_secs(1);
-/// Most bytes read (and discarded) from a refused client while it lingers: its identification
-/// string and KEXINIT fit many times over.
-const REFUSAL_DRAIN_BYTES: usize = 16 * 1024;
-/// Most refused connections lingering at once; beyond this the socket is closed at once, so a
-/// flood over the cap can't hold more than this many sockets open.
-const MAX_LINGERING_REFUSALS: usize = 64;
-static LINGERING_REFUSALS: AtomicUsize = AtomicUsize::new(0);
-
 /// Tells a client over `max_connections` why it is refused, in a form OpenSSH's `ssh` prints.
 ///
 /// RFC 4253 §4.2 lets a server send lines before its identification string, but OpenSSH's client
@@ -267,51 +254,13 @@ static LINGERING_REFUSALS: AtomicUsize = AtomicUsize::new(0);
 /// processed" at any time) is printed as `Received disconnect from HOST port PORT:12:
 /// portcullis: too many connections (max_connections = N)`.
 ///
-/// The client sends its own identification string and KEXINIT without waiting for ours, so those
-/// are unread in our socket when we close it, and Linux answers a close with unread data with a
-/// reset, which makes the client drop our refusal unread (`Connection reset by ...`). So after the
-/// write, our side is shut down and the client's bytes are read and thrown away until it closes,
-/// bounded by [`REFUSAL_LINGER`], [`REFUSAL_DRAIN_BYTES`] and [`MAX_LINGERING_REFUSALS`]; a real
-/// `ssh` closes within milliseconds. Nothing of what it sends is parsed.
-async fn refuse_over_capacity(mut tcp: TcpStream, max: usize) {
+/// The client sends its identification string and KEXINIT without waiting for ours: see
+/// `net::refuse` for why the refusal then lingers.
+async fn refuse_over_capacity(tcp: TcpStream, max: usize) {
     let Some(refusal) = over_capacity_refusal(max, &ring::rand::SystemRandom::new()) else {
         return;
     };
-    let written = async { tcp.write_all(&refusal).await.is_ok() }
-        .or(async {
-            smol::Timer::after(REFUSAL_WRITE_TIMEOUT).await;
-            false
-        })
-        .await;
-    if !written || tcp.shutdown(Shutdown::Write).is_err() {
-        return;
-    }
-    // Released on drop, so a task cancelled mid-linger (shutdown) gives its slot back.
-    struct Lingering;
-    impl Drop for Lingering {
-        fn drop(&mut self) {
-            LINGERING_REFUSALS.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    let lingering = Lingering;
-    if LINGERING_REFUSALS.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING_REFUSALS {
-        return;
-    }
-    let mut scratch = [0u8; 2048];
-    async {
-        let mut drained = 0;
-        while drained < REFUSAL_DRAIN_BYTES {
-            match tcp.read(&mut scratch).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-    }
-    .or(async {
-        smol::Timer::after(REFUSAL_LINGER).await;
-    })
-    .await;
-    drop(lingering);
+    crate::net::refuse::refuse(tcp, &refusal).await;
 }
 
 /// Our identification string followed by an unencrypted `SSH_MSG_DISCONNECT` with reason

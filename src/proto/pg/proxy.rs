@@ -59,8 +59,8 @@ pub async fn handle_connection(
             None,
             None,
         );
-        let mut tcp = tcp;
-        let _ = tcp.write_all(&out).await;
+        // The client's StartupMessage or SSLRequest is on its way: linger so it reads this.
+        crate::net::refuse::refuse(tcp, &out).await;
         return;
     }
     let _guard = ConnectionGuard(gw.clone());
