@@ -23,7 +23,7 @@ use common::{
     describe, free_port, run_with_timeout, stderr, stdout, unique_temp_dir, Gateway,
     COMMAND_TIMEOUT,
 };
-use ssh_rig::{keygen, Sshd, SSHD};
+use ssh_rig::{keygen, Sshd, QUIET_CLIENT, SSHD};
 
 fn require(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")
@@ -557,15 +557,8 @@ fn killed_session_finishes_its_recording() {
     fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).unwrap();
     let mut child = Command::new("ssh")
         .arg("-tt")
+        .args(QUIET_CLIENT)
         .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
             "-o",
             "PubkeyAuthentication=no",
             "-o",

@@ -19,6 +19,18 @@ use crate::common::{
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 
+/// OpenSSH client options of every test client: no user config, no known-hosts file, errors only.
+pub const QUIET_CLIENT: [&str; 8] = [
+    "-F",
+    "/dev/null",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+];
+
 /// Fails (never skips) without root or sshd: run `.ci/run`, or install openssh-server.
 pub fn require_sshd() {
     assert!(
@@ -189,21 +201,10 @@ default = "block"
     /// gateway's port (`-P`); the caller adds what to transfer.
     fn file_client(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-            "-i",
-        ])
-        .arg(&self.alice_key)
-        .args(["-P", &self.port.to_string()]);
+        cmd.args(QUIET_CLIENT)
+            .args(["-o", "BatchMode=yes", "-i"])
+            .arg(&self.alice_key)
+            .args(["-P", &self.port.to_string()]);
         cmd
     }
 
@@ -223,20 +224,8 @@ default = "block"
 
     pub fn ssh_base(&self) -> Command {
         let mut cmd = Command::new("ssh");
-        cmd.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-p",
-            &self.port.to_string(),
-        ]);
+        cmd.args(QUIET_CLIENT)
+            .args(["-o", "ConnectTimeout=10", "-p", &self.port.to_string()]);
         cmd
     }
 
