@@ -244,8 +244,9 @@ impl SessionRelay {
         }
     }
 
-    /// Does everything that can be done now. Returns the ending once the session is over and its
-    /// last words are out (or their time is up).
+    /// Does everything that can be done now except writing: what is to go out waits in the
+    /// pending buffers for [`SessionRelay::flush`]. Returns the ending once the session is over
+    /// and its last words are out (or their time is up).
     ///
     /// `woken`: a future of this session was woken (or the session is new). Only then is the kill
     /// order polled: its waker fires when it comes, so socket readiness never needs to look.
@@ -269,6 +270,22 @@ impl SessionRelay {
                 Ok(true) => cx.waker().wake_by_ref(),
                 Ok(false) => {}
                 Err(ending) => self.close(ending, now),
+            }
+        }
+        self.finish_closing(now)
+    }
+
+    /// Writes what `advance` left pending to both peers, as far as their sockets take it. Returns
+    /// the ending if a write failed and the session is over.
+    ///
+    /// Separate from `advance` so a worker writes only after it has handled every session that
+    /// was ready: each write wakes a peer (pgbench, a backend), and a burst of writes lets a
+    /// client process find several answers per wake-up instead of being woken for each, and
+    /// keeps the woken peers from preempting this thread between two sessions' work.
+    pub fn flush(&mut self, now: Instant) -> Option<Ending> {
+        if self.closing.is_none() {
+            if let Err(ending) = self.flush_up().and_then(|()| self.flush_client()) {
+                self.close(ending, now);
             }
         }
         self.finish_closing(now)
@@ -311,7 +328,6 @@ impl SessionRelay {
         if self.judging.is_none() && self.held.is_none() {
             moved |= self.upward(cx)?;
         }
-        self.flush_up()?;
         moved |= self.downward(cx)?;
         moved |= self.poll_audit(cx);
         if self.up_eof && self.legs.up_buf.is_empty() && self.resolving.is_none() {
@@ -568,7 +584,6 @@ impl SessionRelay {
             result?;
             moved |= pos > 0;
         }
-        self.flush_client()?;
         Ok(moved)
     }
 

@@ -260,8 +260,12 @@ impl Worker {
             let mut todo = std::mem::take(&mut self.todo);
             todo.sort_unstable();
             todo.dedup();
-            for slot in todo.drain(..) {
+            // Every ready session's work first, then every write (see `SessionRelay::flush`).
+            for &slot in &todo {
                 self.advance(slot, now);
+            }
+            for slot in todo.drain(..) {
+                self.settle(slot, now);
             }
             self.todo = todo;
         }
@@ -339,15 +343,34 @@ impl Worker {
         let mut cx = Context::from_waker(&s.waker);
         let woken = std::mem::take(&mut s.woken);
         if let Some(ending) = s.relay.advance(&mut cx, now, woken) {
-            if s.client.is_some() {
-                let _ = epoll::delete(&self.epoll, s.relay.client_fd());
-            }
-            if s.up.is_some() {
-                let _ = epoll::delete(&self.epoll, s.relay.up_fd());
-            }
-            let _ = s.ended.try_send(ending);
-            self.slots[slot] = None;
-            self.free.push(slot);
+            self.end(slot, ending);
+        }
+    }
+
+    /// The session is over: its sockets leave the epoll set, its slot is freed.
+    fn end(&mut self, slot: usize, ending: Ending) {
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.client.is_some() {
+            let _ = epoll::delete(&self.epoll, s.relay.client_fd());
+        }
+        if s.up.is_some() {
+            let _ = epoll::delete(&self.epoll, s.relay.up_fd());
+        }
+        let _ = s.ended.try_send(ending);
+        self.slots[slot] = None;
+        self.free.push(slot);
+    }
+
+    /// After `advance`: writes what the session has pending, then makes epoll and the timers
+    /// watch what it waits for now.
+    fn settle(&mut self, slot: usize, now: Instant) {
+        let Some(Some(s)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if let Some(ending) = s.relay.flush(now) {
+            self.end(slot, ending);
             return;
         }
         let interest = s.relay.interest();
