@@ -548,17 +548,21 @@ impl Session {
             self.counters.statement_latency.observe(c.elapsed);
         }
         let info = &c.info;
-        let room = 128 + self.audit_ids.0.len() + info.text.len();
-        let ev = Event::with_room("statement", room).encoded(&self.audit_ids.0);
         // A prepared statement's own fields are the same for every execution: encoded once and
         // kept on it. A simple-protocol one runs once: encoded straight into its event.
-        let ev = if info.protocol == "extended" {
-            let fields = info
-                .audit
-                .get_or_init(|| Encoded::of(&self.statement_fields(Event::new(""), info)));
-            ev.encoded(fields)
-        } else {
-            self.statement_fields(ev, info)
+        let fields = (info.protocol == "extended").then(|| {
+            info.audit
+                .get_or_init(|| Encoded::of(&self.statement_fields(Event::new(""), info)))
+        });
+        // Room for the whole event, so it is one allocation: the session's names, the
+        // statement's fields (their text plus at most ~200 bytes of names and lists, which the
+        // audit format caps), and the outcome (executed, duration, rows: under 64 bytes).
+        let own = fields.map_or(256 + info.text.len(), |f| f.as_str().len());
+        let room = self.audit_ids.0.as_str().len() + own + 64;
+        let ev = Event::with_room("statement", room).encoded(&self.audit_ids.0);
+        let ev = match fields {
+            Some(fields) => ev.encoded(fields),
+            None => self.statement_fields(ev, info),
         };
         let mut ev = ev.encoded_bool("executed", c.executed).encoded_uint(
             "duration_us",
