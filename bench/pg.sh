@@ -9,7 +9,8 @@
 #   SKIP_BUILD=1          use the existing target/release/portcullis
 #   FORCE_INIT=1          re-run `pgbench -i -s 10` even if the data is there
 #
-# Prints a table and writes it to bench/results/pg-<date>.txt.
+# Prints TPS (and ratios), the machine's busy CPU per transaction and the added latency at one
+# client, and writes them to bench/results/pg-<date>.txt.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -197,28 +198,40 @@ TOML
 start_portcullis
 
 # ---- runs -----------------------------------------------------------------------------------
-# run_pgbench PATH MODE CLIENTS -> "tps latency_ms" or "n/a n/a"
+# Busy CPU time of the whole machine so far, in clock ticks (user+nice+system+irq+softirq+steal
+# from /proc/stat): every process a run wakes (pgbench, the backends, the proxy) is counted.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+TICKS_PER_S=$(getconf CLK_TCK)
+
+# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us" or "n/a n/a n/a"; cpu_us is the
+# machine's busy CPU time per transaction, in µs.
 run_pgbench() {
     local path=$1 mode=$2 clients=$3 jobs out
     jobs=$((clients < 2 ? clients : 2))
     local args=(-n -S -M "$mode" -c "$clients" -j "$jobs" -T "$DURATION")
+    local ticks_before ticks_after
+    ticks_before=$(busy_ticks)
     case $path in
     direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || out= ;;
     pgbouncer)
-        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a"; return; }
+        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || out= ;;
     portcullis)
-        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a"; return; }
+        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || out= ;;
     esac
-    local tps lat
+    ticks_after=$(busy_ticks)
+    local tps lat txns cpu
     tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
     lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
+    txns=$(awk '/^number of transactions actually processed: / {print $NF; exit}' <<<"$out")
+    cpu=$(awk -v t="${txns:-0}" -v d=$((ticks_after - ticks_before)) -v hz="$TICKS_PER_S" \
+        'BEGIN { if (t > 0) printf "%.1f", d / hz * 1e6 / t; else print "n/a" }')
     if [[ -z $tps ]]; then
         log "pgbench via $path ($mode, $clients clients) failed:"
         [[ -n $out ]] && sed 's/^/  | /' <<<"$out" | tail -5 >&2
     fi
-    echo "${tps:-n/a} ${lat:-n/a}"
+    echo "${tps:-n/a} ${lat:-n/a} ${cpu}"
 }
 
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
@@ -231,20 +244,30 @@ median() {
 }
 
 declare -A LAT
-rows=()
+rows=() cpu_rows=()
+PATHS=(direct pgbouncer portcullis)
 for mode in "${MODES[@]}"; do
     for c in "${CLIENTS[@]}"; do
         log "running $mode, $c clients, ${DURATION}s each, $ROUNDS round(s)"
-        d_all=() b_all=() p_all=() dl_all=() bl_all=() pl_all=()
-        # Rounds interleave the three paths, so a slow spell of the machine hits all of them.
-        for _ in $(seq 1 "$ROUNDS"); do
-            read -r d_tps d_lat < <(run_pgbench direct "$mode" "$c")
-            read -r b_tps b_lat < <(run_pgbench pgbouncer "$mode" "$c")
-            read -r p_tps p_lat < <(run_pgbench portcullis "$mode" "$c")
-            d_all+=("$d_tps") b_all+=("$b_tps") p_all+=("$p_tps")
-            dl_all+=("$d_lat") bl_all+=("$b_lat") pl_all+=("$p_lat")
+        d_all=() b_all=() p_all=() dl_all=() bl_all=() pl_all=() dc_all=() bc_all=() pc_all=()
+        # Rounds interleave the three paths, so a slow spell of the machine hits all of them, and
+        # each round starts with the next path, so none always runs first (on a cold cache, or
+        # right after another path's backends exit).
+        for round in $(seq 1 "$ROUNDS"); do
+            for k in 0 1 2; do
+                path=${PATHS[$(((round - 1 + k) % 3))]}
+                read -r tps lat cpu < <(run_pgbench "$path" "$mode" "$c")
+                case $path in
+                direct) d_all+=("$tps") dl_all+=("$lat") dc_all+=("$cpu") ;;
+                pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") ;;
+                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") ;;
+                esac
+            done
         done
         d_tps=$(median "${d_all[@]}") b_tps=$(median "${b_all[@]}") p_tps=$(median "${p_all[@]}")
+        d_cpu=$(median "${dc_all[@]}") b_cpu=$(median "${bc_all[@]}") p_cpu=$(median "${pc_all[@]}")
+        cpu_rows+=("$(printf '%-9s %7s %12s %14s %15s %22s' "$mode" "$c" "$d_cpu" "$b_cpu" "$p_cpu" \
+            "$(awk -v a="$p_cpu" -v b="$b_cpu" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')")")
         rows+=("$(printf '%-9s %7s %12s %14s %15s %18s %21s' "$mode" "$c" "$(fmt_tps "$d_tps")" \
             "$(fmt_tps "$b_tps")" "$(fmt_tps "$p_tps")" "$(ratio "$p_tps" "$d_tps")" "$(ratio "$p_tps" "$b_tps")")")
         if [[ $ROUNDS -gt 1 ]]; then
@@ -267,6 +290,10 @@ OUT=$OUT_DIR/pg-$(date +%Y%m%d-%H%M%S).txt
     echo
     printf '%-9s %7s %12s %14s %15s %18s %21s\n' mode clients "direct TPS" "pgbouncer TPS" "portcullis TPS" "portcullis/direct" "portcullis/pgbouncer"
     printf '%s\n' "${rows[@]}"
+    echo
+    echo "machine CPU per transaction, µs (all processes: pgbench, backends, proxy; /proc/stat busy time ÷ transactions; median):"
+    printf '%-9s %7s %12s %14s %15s %22s\n' mode clients direct pgbouncer portcullis "portcullis-pgbouncer"
+    printf '%s\n' "${cpu_rows[@]}"
     echo
     echo "latency at 1 client (pgbench \"latency average\"):"
     printf '%-9s %12s %14s %15s %22s %22s\n' mode "direct ms" "pgbouncer ms" "portcullis ms" "portcullis-direct µs" "pgbouncer-direct µs"
