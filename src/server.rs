@@ -115,6 +115,8 @@ impl Failures {
 
 pub struct Gateway {
     loaded: RwLock<Arc<Loaded>>,
+    /// Raised after every reload, once `loaded` holds the new policy (see `loaded_cached`).
+    policy_generation: AtomicU64,
     pub config_path: PathBuf,
     pub tokens: Arc<Tokens>,
     pub audit: Audit,
@@ -156,6 +158,19 @@ impl Gateway {
             .clone()
     }
 
+    /// The policy now, kept in `cache` between calls: for per-statement callers. `loaded` takes
+    /// the lock and counts a reference, two writes to memory every relay thread shares (its
+    /// cache line moves between CPUs on every statement); this only reads the generation,
+    /// which changes on reload alone. A statement judged while a reload is under way sees the
+    /// old policy or the new one, as with `loaded`.
+    pub fn loaded_cached<'c>(&self, cache: &'c mut Option<(u64, Arc<Loaded>)>) -> &'c Loaded {
+        let generation = self.policy_generation.load(Ordering::Acquire);
+        if cache.as_ref().is_some_and(|(seen, _)| *seen != generation) {
+            *cache = None;
+        }
+        &cache.get_or_insert_with(|| (generation, self.loaded())).1
+    }
+
     pub fn random_bytes<const N: usize>(&self) -> [u8; N] {
         let mut b = [0u8; N];
         // SystemRandom only fails if the OS RNG is unavailable; a zero value then is still unique
@@ -195,6 +210,7 @@ impl Gateway {
         let loaded = Loaded::build(policy, self.mask_key)?;
         let policy = loaded.policy.clone();
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        self.policy_generation.fetch_add(1, Ordering::Release);
         // Sessions whose identity or target is gone end now.
         let killed = self.kill_sessions("identity or target removed from the policy", |s| {
             policy.active_identity(&s.identity).is_none() || policy.target(&s.target).is_none()
@@ -267,6 +283,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
 
     let gw = Arc::new(Gateway {
         loaded: RwLock::new(Arc::new(loaded)),
+        policy_generation: AtomicU64::new(0),
         config_path: opts.config_path.clone(),
         tokens: tokens.clone(),
         audit: audit.clone(),

@@ -61,6 +61,8 @@ struct PolicySpec {
     upstream: Upstream,
     /// Whether the identity `ci-bot` exists (a reload test removes it).
     with_ci_bot: bool,
+    /// Whether rule `ci-may-probe` exists (a reload test removes it).
+    ci_may_probe: bool,
     /// Where `db` listens (a fixed port, so a re-rendered policy keeps it).
     db_port: u16,
     /// Extra targets: (name, upstream, listen port), same cluster, same rules.
@@ -82,6 +84,7 @@ impl PolicySpec {
             tls_key: pg.tls.server_key.clone(),
             upstream,
             with_ci_bot: true,
+            ci_may_probe: true,
             db_port: free_port(),
             extra_targets: Vec::new(),
         }
@@ -144,14 +147,20 @@ impl PolicySpec {
              name = \"reads\"\n\
              who = [\"role:ci\", \"role:dba\", \"role:reader\"]\n\
              sql = [\"select\", \"show\", \"explain\", \"transaction\", \"set\"]\n\
-             action = \"allow\"\n\n\
-             [[rule]]\n\
-             name = \"ci-may-probe\"\n\
-             who = [\"role:ci\"]\n\
-             sql = [\"insert\"]\n\
-             tables = [\"audit_probe\"]\n\
-             action = \"allow\"\n\n\
-             [[rule]]\n\
+             action = \"allow\"\n\n",
+        );
+        if self.ci_may_probe {
+            p.push_str(
+                "[[rule]]\n\
+                 name = \"ci-may-probe\"\n\
+                 who = [\"role:ci\"]\n\
+                 sql = [\"insert\"]\n\
+                 tables = [\"audit_probe\"]\n\
+                 action = \"allow\"\n\n",
+            );
+        }
+        p.push_str(
+            "[[rule]]\n\
              name = \"readers-may-try-writes\"\n\
              who = [\"role:reader\"]\n\
              sql = [\"insert\", \"update\"]\n\
@@ -1307,6 +1316,77 @@ fn sighup_reload_removes_identity_and_closes_its_session() {
     assert_eq!(stdout(&out), "3\n");
     let out = env.sql("ci-bot", &ci_token, "select 1");
     assert_auth_failed(&out, "ci-bot", "still removed after a refused reload");
+}
+
+#[test]
+fn a_reloaded_rule_applies_to_the_next_statement_of_an_open_session() {
+    let env = Env::start(Upstream::Require);
+    let ci_token = env.token("ci-bot");
+    let out = env.sql("ci-bot", &ci_token, "insert into audit_probe values (1)");
+    assert_ok(&out, "ci-bot's probe while ci-may-probe exists");
+    assert_eq!(env.probe_count(), "1");
+
+    // A direct session holds an advisory lock, so ci-bot's session stops between two statements
+    // (psql sends each -c as its own Query): the reload happens in between.
+    let direct = env.pg.conninfo("postgres", "postgres");
+    let holder = Spawned::psql(
+        &direct,
+        &env.pg.password,
+        &[
+            "-c",
+            "select pg_advisory_lock(4242)",
+            "-c",
+            "select pg_sleep(60)",
+        ],
+    );
+    let held = "select count(*) from pg_locks where locktype = 'advisory' and granted";
+    wait_for_scalar(&env.pg, held, "1", "the direct session never took the lock");
+    let conninfo = gateway_conninfo(env.port, "ci-bot", "db", "disable");
+    let ci = Spawned::psql(
+        &conninfo,
+        &ci_token,
+        &[
+            "-c",
+            "select pg_advisory_lock(4242)",
+            "-c",
+            "insert into audit_probe values (2)",
+        ],
+    );
+    let waiting = "select count(*) from pg_locks where locktype = 'advisory' and not granted";
+    wait_for_scalar(
+        &env.pg,
+        waiting,
+        "1",
+        "ci-bot's session never waited for the lock",
+    );
+
+    let mut without = env.spec.clone();
+    without.ci_may_probe = false;
+    rewrite_policy(&env.gw, &without.render());
+    env.gw.sighup();
+    env.gw
+        .wait_for_log("policy reloaded", Duration::from_secs(10));
+    // The lock goes with the direct session; ci-bot's insert comes next, under the new policy.
+    let out = env.pg.psql(
+        "postgres",
+        "select pg_terminate_backend(pid) from pg_stat_activity where query = 'select pg_sleep(60)'",
+    );
+    assert_ok(&out, "ending the direct session");
+    let out = ci
+        .wait(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("ci-bot's psql still running 20s after the lock was released"));
+    assert!(
+        stderr(&out).contains("portcullis:"),
+        "the insert after the reload was not refused by the gateway:\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        env.probe_count(),
+        "1",
+        "the insert after the reload reached the database:\n{}",
+        describe(&out)
+    );
+    drop(holder);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use crate::net::stream::Stream;
 use crate::net::sync_conn::SyncConn;
 use crate::policy::kinds::{Flags, KindSet, PreparedRef, Statement, StmtKind};
 use crate::policy::{self, sql};
-use crate::server::{lock, Gateway, SessionEntry};
+use crate::server::{lock, Gateway, Loaded, SessionEntry};
 pub use worker::Workers;
 
 /// Statements (and synchronisation points) a client may have in flight before the gateway stops
@@ -284,6 +284,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
             format!("{} (client {peer})", token.origin)
         },
         hold_cancel: hold_cancel_rx,
+        policy: Mutex::new(None),
         max_body: gwcfg.max_message_size,
     };
 
@@ -423,6 +424,8 @@ pub(crate) struct Session {
     origin: String,
     /// A CancelRequest for this session while a statement waits for approval.
     hold_cancel: smol::channel::Receiver<()>,
+    /// The policy statements are judged by (see `Gateway::loaded_cached`).
+    policy: Mutex<Option<(u64, Arc<Loaded>)>>,
 }
 
 /// A bound portal: the statement, and for held statements the parameters an approval covers.
@@ -737,8 +740,8 @@ impl Session {
     /// Decide every statement of `text` with the current policy. `Err` ends the session (the
     /// identity or target was removed from the policy).
     fn judge(&self, text: &str, stmts: Vec<Statement>) -> Result<Vec<Judged>, String> {
-        let loaded = self.gw.loaded();
-        let policy = &loaded.policy;
+        let mut cache = lock(&self.policy);
+        let policy = &self.gw.loaded_cached(&mut cache).policy;
         let identity = policy
             .active_identity(&self.identity.name)
             .ok_or("identity removed from the policy")?;
