@@ -219,6 +219,14 @@ fn start_gateway(pg: &PgCluster, spec: &PolicySpec) -> Gateway {
 }
 
 impl Env {
+    /// Rewrites the policy file, sends SIGHUP and waits (bounded) for the gateway to log
+    /// `logged` ("policy reloaded", or "reload refused" for a bad file).
+    fn reload(&self, policy: &str, logged: &str) {
+        rewrite_policy(&self.gw, policy);
+        self.gw.sighup();
+        self.gw.wait_for_log(logged, Duration::from_secs(10));
+    }
+
     fn start(upstream: Upstream) -> Env {
         let pg = start_cluster();
         let spec = PolicySpec::new(&pg, upstream);
@@ -1263,10 +1271,7 @@ fn sighup_reload_removes_identity_and_closes_its_session() {
 
     let mut without = env.spec.clone();
     without.with_ci_bot = false;
-    rewrite_policy(&env.gw, &without.render());
-    env.gw.sighup();
-    env.gw
-        .wait_for_log("policy reloaded", Duration::from_secs(10));
+    env.reload(&without.render(), "policy reloaded");
 
     let out = sleeper.wait(Duration::from_secs(20)).unwrap_or_else(|| {
         panic!(
@@ -1307,10 +1312,7 @@ fn sighup_reload_removes_identity_and_closes_its_session() {
     assert_ok(&out, "alice after the reload");
 
     // A broken file is refused; the previous policy keeps serving.
-    rewrite_policy(&env.gw, "[gateway\nthis is not a policy\n");
-    env.gw.sighup();
-    env.gw
-        .wait_for_log("reload refused", Duration::from_secs(10));
+    env.reload("[gateway\nthis is not a policy\n", "reload refused");
     let out = env.sql("alice", &alice_token, "select count(*) from t");
     assert_ok(&out, "alice after a refused reload");
     assert_eq!(stdout(&out), "3\n");
@@ -1362,10 +1364,7 @@ fn a_reloaded_rule_applies_to_the_next_statement_of_an_open_session() {
 
     let mut without = env.spec.clone();
     without.ci_may_probe = false;
-    rewrite_policy(&env.gw, &without.render());
-    env.gw.sighup();
-    env.gw
-        .wait_for_log("policy reloaded", Duration::from_secs(10));
+    env.reload(&without.render(), "policy reloaded");
     // The lock goes with the direct session; ci-bot's insert comes next, under the new policy.
     let out = env.pg.psql(
         "postgres",
@@ -1502,8 +1501,7 @@ fn ended_sessions_stop_their_running_query_upstream() {
     wait_for_scalar(&env.pg, &active(2), "1", "ci-bot's sleep never started");
     let mut without = env.spec.clone();
     without.with_ci_bot = false;
-    rewrite_policy(&env.gw, &without.render());
-    env.gw.sighup();
+    env.reload(&without.render(), "policy reloaded");
     let out = ci
         .wait(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("ci-bot's session still open 20s after the reload"));
