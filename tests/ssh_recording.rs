@@ -127,26 +127,24 @@ default = "block"
     }
 
     fn ssh_args(&self, log_level: &str) -> Vec<String> {
-        [
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            &format!("LogLevel={log_level}"),
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "BatchMode=yes",
-            "-p",
-            &self.port.to_string(),
-            "-i",
-            self.alice_key.to_str().unwrap(),
-        ]
-        .map(str::to_owned)
-        .to_vec()
+        // OpenSSH keeps the first value it is given for an option: this LogLevel, ahead of
+        // QUIET_CLIENT's.
+        let log_level = format!("LogLevel={log_level}");
+        ["-o", log_level.as_str()]
+            .into_iter()
+            .chain(QUIET_CLIENT)
+            .chain([
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                &self.port.to_string(),
+                "-i",
+                self.alice_key.to_str().unwrap(),
+            ])
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `ssh -tt web@gateway` run inside a pseudo-terminal of `cols` x `rows` (so ssh's pty-req
