@@ -272,22 +272,33 @@ impl SessionRelay {
                 Err(ending) => self.close(ending, now),
             }
         }
+        if self.closing.is_some() {
+            // The session may end below without a `flush`: what completed is audited first.
+            self.poll_audit(cx);
+        }
         self.finish_closing(now)
     }
 
-    /// Writes what `advance` left pending to both peers, as far as their sockets take it. Returns
-    /// the ending if a write failed and the session is over.
+    /// Writes what `advance` left pending to both peers, as far as their sockets take it, then
+    /// audits the statements that completed. Returns the ending if a write failed and the
+    /// session is over.
     ///
     /// Separate from `advance` so a worker writes only after it has handled every session that
     /// was ready: each write wakes a peer (pgbench, a backend), and a burst of writes lets a
     /// client process find several answers per wake-up instead of being woken for each, and
     /// keeps the woken peers from preempting this thread between two sessions' work.
-    pub fn flush(&mut self, now: Instant) -> Option<Ending> {
+    ///
+    /// Completed statements are audited after the writes: their records (encoding, the queue)
+    /// are not on the way of the answer to the client, which was waiting for it. Nothing the
+    /// client or upstream sees depends on them; only reading upstream waits while a record waits
+    /// for room in a full audit queue (see `interest`).
+    pub fn flush(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<Ending> {
         if self.closing.is_none() {
             if let Err(ending) = self.flush_up().and_then(|()| self.flush_client()) {
                 self.close(ending, now);
             }
         }
+        self.poll_audit(cx);
         self.finish_closing(now)
     }
 
@@ -329,7 +340,6 @@ impl SessionRelay {
             moved |= self.upward(cx)?;
         }
         moved |= self.downward(cx)?;
-        moved |= self.poll_audit(cx);
         if self.up_eof && self.legs.up_buf.is_empty() && self.resolving.is_none() {
             return Err(Ending::Quiet("upstream closed".into()));
         }

@@ -369,7 +369,8 @@ impl Worker {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
-        if let Some(ending) = s.relay.flush(now) {
+        let mut cx = Context::from_waker(&s.waker);
+        if let Some(ending) = s.relay.flush(&mut cx, now) {
             self.end(slot, ending);
             return;
         }
