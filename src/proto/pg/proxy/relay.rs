@@ -683,18 +683,16 @@ impl SessionRelay {
 
     /// Audits completed statements in order. A record waits only for room in the audit queue;
     /// while it waits, upstream is not read (back-pressure rather than dropping).
-    fn poll_audit(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut moved = false;
+    fn poll_audit(&mut self, cx: &mut Context<'_>) {
         loop {
             if let Some(record) = self.auditing.as_mut() {
                 if record.as_mut().poll(cx).is_pending() {
-                    return moved;
+                    return;
                 }
                 self.auditing = None;
-                moved = true;
             }
             if self.done.is_empty() {
-                return moved;
+                return;
             }
             let c = self.done.remove(0);
             let ev = self.session.completion_event(c);
@@ -702,8 +700,6 @@ impl SessionRelay {
             if let Err(ev) = self.session.try_audit_record(ev) {
                 let session = self.session.clone();
                 self.auditing = Some(Box::pin(async move { session.audit_record(ev).await }));
-            } else {
-                moved = true;
             }
         }
     }
