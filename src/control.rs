@@ -826,6 +826,7 @@ mod tests {
                 max_message_size: 1 << 20,
                 max_token_ttl: Duration::from_secs(86_400),
                 audit_flush_interval: Duration::from_millis(50),
+                audit_queue: crate::audit::QUEUE_CAPACITY,
                 http: None,
                 webhooks: vec![],
                 webhook_ca: None,

@@ -258,6 +258,7 @@ fn notify_systemd(state: &str) {
 pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let policy = config::load(&opts.config_path).map_err(|e| e.to_string())?;
     let flush = policy.gateway.audit_flush_interval;
+    let audit_queue = policy.gateway.audit_queue;
     let data_dir = policy.gateway.data_dir.clone();
     let webhook_tls = match (&policy.webhooks_ca(), policy.gateway.webhooks.is_empty()) {
         (_, true) => None,
@@ -272,7 +273,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let tokens = Arc::new(Tokens::new(store.clone()).map_err(|e| e.to_string())?);
     let ssh_host_key =
         crate::ssh_gateway::host_key::HostKey::load_or_create(&data_dir, &SystemRandom::new())?;
-    let (audit, writer) = audit::start(store.clone(), flush).map_err(|e| e.to_string())?;
+    let (audit, writer) =
+        audit::start_with_queue(store.clone(), flush, audit_queue).map_err(|e| e.to_string())?;
     // Requests still pending from a previous run lost their connection: they become abandoned.
     let broker = Arc::new(
         crate::approval::Broker::open(store.clone(), audit.clone(), now_unix())

@@ -67,6 +67,8 @@ struct PolicySpec {
     db_port: u16,
     /// Extra targets: (name, upstream, listen port), same cluster, same rules.
     extra_targets: Vec<(String, Upstream, u16)>,
+    /// `[gateway] audit_queue`, when not the default.
+    audit_queue: Option<usize>,
 }
 
 /// The password file every target uses, written next to the policy.
@@ -87,6 +89,7 @@ impl PolicySpec {
             ci_may_probe: true,
             db_port: free_port(),
             extra_targets: Vec::new(),
+            audit_queue: None,
         }
     }
 
@@ -118,7 +121,13 @@ impl PolicySpec {
              data_dir = \"./data\"\n\
              public_url = \"http://127.0.0.1:8443\"\n\
              max_token_ttl = \"24h\"\n\
-             audit_flush_interval = \"50ms\"\n\n\
+             audit_flush_interval = \"50ms\"\n",
+        );
+        if let Some(n) = self.audit_queue {
+            p.push_str(&format!("audit_queue = {n}\n"));
+        }
+        p.push_str(
+            "\n\
              [[identity]]\n\
              name = \"alice\"\n\
              kind = \"human\"\n\
@@ -1252,6 +1261,91 @@ fn audit_records_statements_with_identity() {
         !lines.iter().any(|l| kind_is(l, "statement") && field(l, "text").as_deref() == Some("drop table t")),
         "a refused statement was recorded as executed:\n{all}"
     );
+}
+
+/// Sessions that end while their statement records wait for room in a full audit queue still
+/// get every one of them recorded, before their `session_closed` record. With a queue of one
+/// event and the writer lingering over each batch of reads, nearly every statement of the psql
+/// scripts finds the queue full, so a session's last records are usually still waiting when its
+/// psql says Terminate (three sessions at once, so at least one is caught that way).
+#[test]
+fn statement_records_waiting_for_a_full_audit_queue_survive_the_session_end() {
+    let pg = start_cluster();
+    let mut spec = PolicySpec::new(&pg, Upstream::Disable);
+    spec.audit_queue = Some(1);
+    let env = Env::start_with(pg, spec);
+    let token = env.token("ci-bot");
+
+    const SESSIONS: usize = 3;
+    const N: usize = 60;
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..SESSIONS)
+            .map(|k| {
+                let (env, token) = (&env, &token);
+                scope.spawn(move || {
+                    let script: String =
+                        (1..=N).map(|i| format!("select {i} as s{k};\n")).collect();
+                    let args = ["-At", "-f", "-"];
+                    env.psql_in("ci-bot", token, "disable", &args, Some(script.as_bytes()))
+                })
+            })
+            .collect();
+        for run in runs {
+            let out = run
+                .join()
+                .unwrap_or_else(|_| panic!("psql thread panicked"));
+            assert_ok(&out, "a script");
+            assert_eq!(stdout(&out).lines().count(), N, "{}", describe(&out));
+        }
+    });
+
+    let lines = env.wait_audit("three session_closed", |ls| {
+        ls.iter().filter(|l| kind_is(l, "session_closed")).count() == SESSIONS
+    });
+    let all = lines.join("\n");
+    // Per script: its session, which statements have a record, and the last record's seq.
+    let mut sessions: Vec<Option<String>> = vec![None; SESSIONS];
+    let mut seen = vec![vec![false; N + 1]; SESSIONS];
+    let mut last_seq = [0; SESSIONS];
+    for l in lines.iter().filter(|l| kind_is(l, "statement")) {
+        let Some((i, k)) = field(l, "text").and_then(|t| {
+            let (i, k) = t.strip_prefix("select ")?.split_once(" as s")?;
+            Some((i.parse::<usize>().ok()?, k.parse::<usize>().ok()?))
+        }) else {
+            continue;
+        };
+        assert!(
+            k < SESSIONS && (1..=N).contains(&i),
+            "unexpected statement: {l}"
+        );
+        let session = field(l, "session");
+        assert!(
+            sessions[k].is_none() || sessions[k] == session,
+            "script {k} recorded under two sessions; audit:\n{all}"
+        );
+        sessions[k] = session;
+        assert!(
+            !seen[k][i],
+            "statement {i} of script {k} recorded twice; audit:\n{all}"
+        );
+        seen[k][i] = true;
+        last_seq[k] = seq(l);
+    }
+    for k in 0..SESSIONS {
+        let missing: Vec<usize> = (1..=N).filter(|&i| !seen[k][i]).collect();
+        assert!(
+            missing.is_empty(),
+            "script {k}: statements without a record: {missing:?}; audit:\n{all}"
+        );
+        let closed = lines
+            .iter()
+            .find(|l| kind_is(l, "session_closed") && field(l, "session") == sessions[k])
+            .unwrap_or_else(|| panic!("script {k}: no session_closed; audit:\n{all}"));
+        assert!(
+            last_seq[k] < seq(closed),
+            "script {k}: a statement recorded after its session's end; audit:\n{all}"
+        );
+    }
 }
 
 #[test]

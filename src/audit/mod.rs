@@ -29,7 +29,8 @@ pub use chain::{export, export_lines, verify, Broken, Problem, VerifyReport};
 pub use format::{line_seq, rfc3339_millis, MAX_LIST_ITEMS, MAX_STR_BYTES};
 pub use writer::MAX_BATCH;
 
-/// Events queued at most; producers wait beyond this (back-pressure).
+/// Events queued at most by default (`[gateway] audit_queue`); producers wait beyond this
+/// (back-pressure).
 pub const QUEUE_CAPACITY: usize = 65_536;
 
 /// A field value.
@@ -367,14 +368,26 @@ impl Drop for AuditWriter {
     }
 }
 
-/// Starts the writer thread. `flush_interval` bounds how long a `record()`ed event may stay
-/// non-durable.
+/// Starts the writer thread with the default queue ([`QUEUE_CAPACITY`]); see [`start_with_queue`].
 ///
 /// # Errors
-/// The store's audit head is corrupt, or the thread cannot be spawned.
+/// As [`start_with_queue`].
 pub fn start(
     store: Arc<Store>,
     flush_interval: Duration,
+) -> Result<(Audit, AuditWriter), StoreError> {
+    start_with_queue(store, flush_interval, QUEUE_CAPACITY)
+}
+
+/// Starts the writer thread. `flush_interval` bounds how long a `record()`ed event may stay
+/// non-durable; `queue` is how many events may wait for the writer (at least one).
+///
+/// # Errors
+/// The store's audit head is corrupt, or the thread cannot be spawned.
+pub fn start_with_queue(
+    store: Arc<Store>,
+    flush_interval: Duration,
+    queue: usize,
 ) -> Result<(Audit, AuditWriter), StoreError> {
     // Fail now, not at the first event, if the head is unreadable.
     {
@@ -384,7 +397,7 @@ pub fn start(
         let head = meta.get(crate::store::tables::META_AUDIT_HEAD)?;
         chain::decode_head(head.as_ref().map(|v| v.value()))?;
     }
-    let (tx, rx) = channel::bounded(QUEUE_CAPACITY);
+    let (tx, rx) = channel::bounded(queue.max(1));
     let stats = Arc::new(Stats {
         commits: AtomicU64::new(0),
         commit_failures: AtomicU64::new(0),

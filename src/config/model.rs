@@ -88,6 +88,9 @@ pub struct Gateway {
     /// Longest delay before an audit event of a read statement is durable (default 200ms). Events of
     /// statements that may write are durable before the statement is forwarded.
     pub audit_flush_interval: Duration,
+    /// Audit events that may wait for the audit writer (default 65,536). When the queue is full,
+    /// sessions wait for room (their upstream is not read) rather than drop an event.
+    pub audit_queue: usize,
     /// The built-in HTTP endpoint (approvals page and API, /metrics, /healthz); `None` = off.
     pub http: Option<HttpConfig>,
     /// `https://` URLs that get a JSON POST for each new approval request.

@@ -41,6 +41,7 @@ pub(crate) struct RawGateway {
     pub max_message_size: Option<Spanned<RawSize>>,
     pub max_token_ttl: Option<Spanned<String>>,
     pub audit_flush_interval: Option<Spanned<String>>,
+    pub audit_queue: Option<Spanned<i64>>,
     pub http: Option<Spanned<RawHttp>>,
     pub webhooks: Option<SpannedList>,
     pub webhook_ca: Option<Spanned<String>>,

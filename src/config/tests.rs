@@ -180,6 +180,7 @@ fn defaults_fill_every_optional_gateway_key() {
     assert_eq!(g.max_message_size, 64 << 20);
     assert_eq!(g.max_token_ttl, Duration::from_secs(86_400));
     assert_eq!(g.audit_flush_interval, Duration::from_millis(200));
+    assert_eq!(g.audit_queue, 65_536);
     assert_eq!(g.public_url, None);
     assert_eq!(p.source, src());
 }
@@ -314,6 +315,24 @@ fn rejects_missing_gateway_and_data_dir() {
         19,
         "between 1 and",
     );
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\naudit_queue = 0\n",
+        3,
+        15,
+        "`audit_queue` must be a number of events between 1 and 1048576",
+    );
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\naudit_queue = 2000000\n",
+        3,
+        15,
+        "between 1 and 1048576",
+    );
+}
+
+#[test]
+fn audit_queue_sets_how_many_events_may_wait_for_the_writer() {
+    let p = ok(&format!("{GW}audit_queue = 1024\n"));
+    assert_eq!(p.gateway.audit_queue, 1024);
 }
 
 #[test]

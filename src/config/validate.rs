@@ -25,6 +25,9 @@ const MAX_NAME_LEN: usize = 63;
 /// Largest `max_message_size`: PostgreSQL itself refuses messages of 1 GiB and more.
 const MAX_MESSAGE_SIZE: u64 = 1 << 30;
 const MAX_CONNECTIONS: i64 = 1_000_000;
+/// Largest `audit_queue`: a queued statement event holds its text (up to 256 KiB in the worst
+/// case), so the bound is also the audit's memory bound.
+const MAX_AUDIT_QUEUE: i64 = 1 << 20;
 /// A rule name the engine uses for read-only refusals.
 const RESERVED_RULE_NAME: &str = "read_only";
 
@@ -397,6 +400,7 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
         audit_flush_interval: DEFAULT_AUDIT_FLUSH_INTERVAL,
+        audit_queue: crate::audit::QUEUE_CAPACITY,
         http: None,
         webhooks: Vec::new(),
         webhook_ca: None,
@@ -475,6 +479,15 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         DEFAULT_AUDIT_FLUSH_INTERVAL,
         true,
     );
+    if let Some(v) = &r.audit_queue {
+        match usize::try_from(*v.get_ref()) {
+            Ok(n) if (1..=MAX_AUDIT_QUEUE).contains(v.get_ref()) => g.audit_queue = n,
+            _ => cx.err(
+                v.span(),
+                format!("`audit_queue` must be a number of events between 1 and {MAX_AUDIT_QUEUE}"),
+            ),
+        }
+    }
     if let Some(v) = &r.max_message_size {
         let size = match v.get_ref() {
             RawSize::Bytes(n) => u64::try_from(*n).ok(),

@@ -307,7 +307,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     };
     let session = Arc::new(session);
     // A relay worker drives the session from here (see `worker`); this task waits for its end.
-    let (ended_tx, ended_rx) = smol::channel::bounded::<Ending>(1);
+    let (ended_tx, ended_rx) = smol::channel::bounded::<(Ending, relay::AuditLeftover)>(1);
     let submitted = gw.pg_workers.submit(worker::NewSession {
         session: session.clone(),
         legs,
@@ -315,13 +315,17 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         kill: kill_rx,
         ended: ended_tx,
     });
-    let ending = match submitted {
-        Ok(()) => ended_rx
-            .recv()
-            .await
-            .unwrap_or_else(|_| Ending::Quiet("relay worker stopped".into())),
-        Err(e) => Ending::Quiet(e),
+    let (ending, leftover) = match submitted {
+        Ok(()) => ended_rx.recv().await.unwrap_or_else(|_| {
+            (
+                Ending::Quiet("relay worker stopped".into()),
+                relay::AuditLeftover::default(),
+            )
+        }),
+        Err(e) => (Ending::Quiet(e), relay::AuditLeftover::default()),
     };
+    // Statements the relay could not queue before it ended are recorded before the session's end.
+    leftover.finish(&session).await;
     let stats = *lock(&session.stats);
     let reason = match ending {
         Ending::Quiet(reason) => reason,

@@ -42,6 +42,31 @@ const FINAL_FLUSH: Duration = Duration::from_secs(5);
 const MAX_PASSES: usize = 8;
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+/// A future that can be finished on another thread (see [`AuditLeftover`]).
+type SendFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Statement records a relay had not queued when its session ended: the one waiting for room in
+/// a full audit queue and the completions behind it. The worker hands them to the session's task
+/// (with the [`Ending`]), which writes them before the `session_closed` record: a session that
+/// ends while the audit writer is behind (a slow or full disk) loses no statement record, and the
+/// worker never waits.
+#[derive(Default)]
+pub(crate) struct AuditLeftover {
+    waiting: Option<SendFuture<()>>,
+    done: Vec<Completion>,
+}
+
+impl AuditLeftover {
+    /// Queues what is left, in order, waiting for room as long as it takes.
+    pub(crate) async fn finish(self, session: &Session) {
+        if let Some(waiting) = self.waiting {
+            waiting.await;
+        }
+        for c in self.done {
+            session.audit_record(session.completion_event(c)).await;
+        }
+    }
+}
 
 /// Tables resolved for a RowDescription (`None`: the lookup failed).
 type Resolved = Option<Vec<(u32, Arc<TableColumns>)>>;
@@ -102,7 +127,7 @@ pub(crate) struct SessionRelay {
     resolving: Option<(Vec<u32>, LocalFuture<Resolved>)>,
     /// Completed statements to audit, in order; the first one's record may be in flight.
     done: Vec<Completion>,
-    auditing: Option<LocalFuture<()>>,
+    auditing: Option<SendFuture<()>>,
     /// Mask rules name columns: RowDescriptions need their source tables resolved.
     names_columns: bool,
     killed: LocalFuture<String>,
@@ -679,6 +704,14 @@ impl SessionRelay {
             pipeline.mask_learn_table(oid, table);
         }
         true
+    }
+
+    /// What is left to audit, for the session's task to finish once this relay is gone.
+    pub fn take_audit_leftover(&mut self) -> AuditLeftover {
+        AuditLeftover {
+            waiting: self.auditing.take(),
+            done: std::mem::take(&mut self.done),
+        }
     }
 
     /// Audits completed statements in order. A record waits only for room in the audit queue;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::Timespec;
 
-use super::relay::{Interest, Legs, SessionRelay};
+use super::relay::{AuditLeftover, Interest, Legs, SessionRelay};
 use super::{Ending, Session};
 use crate::net::sync_conn::READ_CHUNK;
 use crate::net::wake::WakePipe;
@@ -38,8 +38,8 @@ pub(crate) struct NewSession {
     pub legs: Legs,
     pub idle: Option<Duration>,
     pub kill: smol::channel::Receiver<String>,
-    /// Told how the session ended.
-    pub ended: smol::channel::Sender<Ending>,
+    /// Told how the session ended, with the statement records still to be queued.
+    pub ended: smol::channel::Sender<(Ending, AuditLeftover)>,
 }
 
 /// What wakers share with their worker.
@@ -129,7 +129,7 @@ impl Workers {
 
 struct Slot {
     relay: SessionRelay,
-    ended: smol::channel::Sender<Ending>,
+    ended: smol::channel::Sender<(Ending, AuditLeftover)>,
     waker: Waker,
     /// What epoll watches now, per leg (`None`: the leg is no longer registered).
     client: Option<Interest>,
@@ -317,9 +317,10 @@ impl Worker {
         });
         if let Err(e) = registered {
             let _ = epoll::delete(&self.epoll, relay.client_fd());
-            let _ = new.ended.try_send(Ending::Quiet(format!(
-                "cannot watch the session's sockets: {e}"
-            )));
+            let _ = new.ended.try_send((
+                Ending::Quiet(format!("cannot watch the session's sockets: {e}")),
+                AuditLeftover::default(),
+            ));
             self.free.push(slot);
             return;
         }
@@ -358,7 +359,8 @@ impl Worker {
         if s.up.is_some() {
             let _ = epoll::delete(&self.epoll, s.relay.up_fd());
         }
-        let _ = s.ended.try_send(ending);
+        let leftover = s.relay.take_audit_leftover();
+        let _ = s.ended.try_send((ending, leftover));
         self.slots[slot] = None;
         self.free.push(slot);
     }
