@@ -1348,6 +1348,46 @@ fn statement_records_waiting_for_a_full_audit_queue_survive_the_session_end() {
     }
 }
 
+/// A statement forwarded upstream whose session ends before the server answers (here the client
+/// is killed mid-query) is still recorded, as unanswered and without `executed` (whether it ran is
+/// not known), before the session's `session_closed`.
+#[test]
+fn a_statement_still_running_when_its_session_ends_is_recorded_as_unanswered() {
+    let env = Env::start(Upstream::Disable);
+    let token = env.token("ci-bot");
+    let conninfo = gateway_conninfo(env.port, "ci-bot", "db", "disable");
+    let sql = "select pg_sleep(30), 'in flight'";
+    let psql = Spawned::psql(&conninfo, &token, &["-c", sql]);
+    wait_for_scalar(
+        &env.pg,
+        "select count(*) from pg_stat_activity where query like 'select pg_sleep(30)%' and state = 'active'",
+        "1",
+        "the sleep never started upstream",
+    );
+    kill("KILL", psql.pid());
+    let lines = env.wait_audit("session_closed", |ls| {
+        ls.iter().any(|l| kind_is(l, "session_closed"))
+    });
+    let all = lines.join("\n");
+    let stmt = lines
+        .iter()
+        .find(|l| kind_is(l, "statement") && field(l, "text").as_deref() == Some(sql))
+        .unwrap_or_else(|| panic!("no statement record for the killed query; audit:\n{all}"));
+    assert_eq!(field(stmt, "answered").as_deref(), Some("false"), "{stmt}");
+    assert_eq!(field(stmt, "executed"), None, "{stmt}");
+    assert_eq!(field(stmt, "rule").as_deref(), Some("reads"), "{stmt}");
+    let closed = lines
+        .iter()
+        .find(|l| kind_is(l, "session_closed"))
+        .unwrap_or_else(|| panic!("no session_closed; audit:\n{all}"));
+    assert_eq!(field(stmt, "session"), field(closed, "session"), "{all}");
+    assert!(
+        seq(stmt) < seq(closed),
+        "recorded after the session's end:\n{all}"
+    );
+    drop(psql);
+}
+
 #[test]
 fn sighup_reload_removes_identity_and_closes_its_session() {
     let env = Env::start(Upstream::Require);

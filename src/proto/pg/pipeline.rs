@@ -77,6 +77,9 @@ pub struct Completion {
     pub error: Option<(String, String)>,
     /// False when the server skipped it because an earlier message of the same batch failed.
     pub executed: bool,
+    /// False when the session ended before the server answered it: it was forwarded and may have
+    /// run, in part or whole (the client may even have had some of its rows).
+    pub answered: bool,
 }
 
 /// Session facts that decide whether the gateway's SQL lexer reads statements the way the server
@@ -385,6 +388,7 @@ impl Pipeline {
                     rows,
                     error,
                     executed: true,
+                    answered: true,
                 });
             }
         }
@@ -403,6 +407,25 @@ impl Pipeline {
                     rows: None,
                     error: None,
                     executed: false,
+                    answered: true,
+                });
+            }
+        }
+    }
+
+    /// The session is over: every statement still waiting for its answer goes to `done`, in
+    /// order, as unanswered (it was forwarded, so it has to be audited even though no outcome
+    /// will come). The queue is left empty.
+    pub fn abandon(&mut self, now: Instant, done: &mut Vec<Completion>) {
+        for item in self.items.drain(..) {
+            if let Item::Stmt { info, started } = item {
+                done.push(Completion {
+                    info,
+                    elapsed: now.saturating_duration_since(started),
+                    rows: None,
+                    error: None,
+                    executed: false,
+                    answered: false,
                 });
             }
         }
@@ -462,6 +485,30 @@ mod tests {
         assert_eq!(&*done[0].info.text, "select 1");
         assert_eq!(done[1].rows, Some(3));
         assert_eq!(p.txn_status, b'T');
+        assert_eq!(p.in_flight(), 0);
+    }
+
+    #[test]
+    fn abandon_hands_over_every_unanswered_statement_in_order() {
+        let mut p = Pipeline::new(16);
+        let t = Instant::now();
+        p.push_stmt(info("select 1"), t).unwrap();
+        p.push_sync(false).unwrap();
+        p.push_stmt(info("select 2"), t).unwrap();
+        p.push_blocked("PORTCULLIS_BLOCKED_3".into(), error_frame("42501", "no"))
+            .unwrap();
+        p.push_stmt(info("select 4"), t).unwrap();
+        p.push_sync(false).unwrap();
+        let (mut out, mut done) = (Vec::new(), Vec::new());
+        // The first statement is answered; the session ends before the rest are.
+        p.on_backend(&frame(b'C', b"SELECT 1\0"), t, &mut out, &mut done)
+            .unwrap();
+        p.abandon(t + Duration::from_millis(5), &mut done);
+        let texts: Vec<&str> = done.iter().map(|c| &*c.info.text).collect();
+        assert_eq!(texts, ["select 1", "select 2", "select 4"]);
+        assert!(done[0].answered && done[0].executed);
+        assert!(done[1..].iter().all(|c| !c.answered && c.rows.is_none()));
+        assert_eq!(done[2].elapsed, Duration::from_millis(5));
         assert_eq!(p.in_flight(), 0);
     }
 

@@ -551,7 +551,7 @@ impl Session {
 
     /// The `statement` event of a completed statement (and its latency, observed).
     pub(super) fn completion_event(&self, c: Completion) -> Event {
-        if c.executed {
+        if c.executed && c.answered {
             self.counters.statement_latency.observe(c.elapsed);
         }
         let info = &c.info;
@@ -571,7 +571,13 @@ impl Session {
             Some(fields) => ev.encoded(fields),
             None => self.statement_fields(ev, info),
         };
-        let mut ev = ev.encoded_bool("executed", c.executed).encoded_uint(
+        // Unanswered (the session ended first): whether it ran is not known, so no `executed`.
+        let ev = if c.answered {
+            ev.encoded_bool("executed", c.executed)
+        } else {
+            ev.encoded_bool("answered", false)
+        };
+        let mut ev = ev.encoded_uint(
             "duration_us",
             u64::try_from(c.elapsed.as_micros()).unwrap_or(u64::MAX),
         );

@@ -46,10 +46,11 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 type SendFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Statement records a relay had not queued when its session ended: the one waiting for room in
-/// a full audit queue and the completions behind it. The worker hands them to the session's task
-/// (with the [`Ending`]), which writes them before the `session_closed` record: a session that
-/// ends while the audit writer is behind (a slow or full disk) loses no statement record, and the
-/// worker never waits.
+/// a full audit queue, the completions behind it, and the statements upstream had not answered
+/// yet (recorded as unanswered). The worker hands them to the session's task (with the
+/// [`Ending`]), which writes them before the `session_closed` record: a session that ends while
+/// the audit writer is behind (a slow or full disk), or while a statement runs, loses no
+/// statement record, and the worker never waits.
 #[derive(Default)]
 pub(crate) struct AuditLeftover {
     waiting: Option<SendFuture<()>>,
@@ -706,8 +707,10 @@ impl SessionRelay {
         true
     }
 
-    /// What is left to audit, for the session's task to finish once this relay is gone.
-    pub fn take_audit_leftover(&mut self) -> AuditLeftover {
+    /// What is left to audit, for the session's task to finish once this relay is gone: the
+    /// completions not yet queued, then the statements upstream never answered.
+    pub fn take_audit_leftover(&mut self, now: Instant) -> AuditLeftover {
+        lock(&self.session.pipeline).abandon(now, &mut self.done);
         AuditLeftover {
             waiting: self.auditing.take(),
             done: std::mem::take(&mut self.done),

@@ -359,7 +359,7 @@ impl Worker {
         if s.up.is_some() {
             let _ = epoll::delete(&self.epoll, s.relay.up_fd());
         }
-        let leftover = s.relay.take_audit_leftover();
+        let leftover = s.relay.take_audit_leftover(Instant::now());
         let _ = s.ended.try_send((ending, leftover));
         self.slots[slot] = None;
         self.free.push(slot);
