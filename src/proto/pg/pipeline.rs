@@ -82,6 +82,26 @@ pub struct Completion {
     pub answered: bool,
 }
 
+impl Completion {
+    /// A statement the server gave no outcome for: skipped after an earlier error of its batch
+    /// (`answered`: the server's answer said so), or still waiting when the session ended.
+    fn without_outcome(
+        info: Arc<Classified>,
+        started: Instant,
+        now: Instant,
+        answered: bool,
+    ) -> Self {
+        Completion {
+            info,
+            elapsed: now.saturating_duration_since(started),
+            rows: None,
+            error: None,
+            executed: false,
+            answered,
+        }
+    }
+}
+
 /// Session facts that decide whether the gateway's SQL lexer reads statements the way the server
 /// does. Both are GUC_REPORT parameters, so the server tells us when they change.
 #[derive(Debug)]
@@ -401,14 +421,7 @@ impl Pipeline {
                 break;
             }
             if let Some(Item::Stmt { info, started }) = self.items.pop_front() {
-                done.push(Completion {
-                    info,
-                    elapsed: now.saturating_duration_since(started),
-                    rows: None,
-                    error: None,
-                    executed: false,
-                    answered: true,
-                });
+                done.push(Completion::without_outcome(info, started, now, true));
             }
         }
     }
@@ -419,14 +432,7 @@ impl Pipeline {
     pub fn abandon(&mut self, now: Instant, done: &mut Vec<Completion>) {
         for item in self.items.drain(..) {
             if let Item::Stmt { info, started } = item {
-                done.push(Completion {
-                    info,
-                    elapsed: now.saturating_duration_since(started),
-                    rows: None,
-                    error: None,
-                    executed: false,
-                    answered: false,
-                });
+                done.push(Completion::without_outcome(info, started, now, false));
             }
         }
     }
