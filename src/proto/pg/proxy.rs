@@ -324,8 +324,6 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         }),
         Err(e) => (Ending::Quiet(e), relay::AuditLeftover::default()),
     };
-    // Statements the relay could not queue before it ended are recorded before the session's end.
-    leftover.finish(&session).await;
     let stats = *lock(&session.stats);
     let reason = match ending {
         Ending::Quiet(reason) => reason,
@@ -344,6 +342,9 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
             message
         }
     };
+    // Statements the relay could not queue before it ended are recorded before the session's
+    // end (after a kill's upstream cancel above: a full audit queue must not delay that).
+    leftover.finish(&session).await;
     let _ = gw
         .audit
         .record(
