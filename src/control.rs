@@ -823,6 +823,7 @@ mod tests {
                 handshake_timeout: Duration::from_secs(10),
                 upstream_timeout: Duration::from_secs(10),
                 idle_timeout: None,
+                tcp_keepalive: None,
                 max_message_size: 1 << 20,
                 max_token_ttl: Duration::from_secs(86_400),
                 audit_flush_interval: Duration::from_millis(50),

@@ -495,15 +495,19 @@ async fn bind_listeners(
                 match listener.accept().await {
                     Ok((tcp, peer)) => {
                         let gw3 = gw2.clone();
+                        let loaded = gw3.loaded();
+                        // No Nagle, keepalive (see `net::tcp`); best effort: a socket without
+                        // them still works.
+                        let _ = crate::net::tcp::tune(&tcp, loaded.policy.gateway.tcp_keepalive);
                         // The target at this address decides the protocol (a reload may have
                         // changed it).
-                        let kind = gw3
-                            .loaded()
+                        let kind = loaded
                             .policy
                             .targets
                             .iter()
                             .find(|t| t.listen == addr)
                             .map(|t| t.kind);
+                        drop(loaded);
                         match kind {
                             Some(crate::config::TargetKind::Ssh) => ex2
                                 .spawn(crate::ssh_gateway::handle_connection(gw3, tcp, peer, addr))

@@ -81,6 +81,9 @@ pub struct Gateway {
     pub upstream_timeout: Duration,
     /// Close client sessions idle this long (default: never).
     pub idle_timeout: Option<Duration>,
+    /// TCP keepalive on client and upstream connections: first probe after this much silence
+    /// (default 60s; `None` = off, written "0s"). See `net::tcp`.
+    pub tcp_keepalive: Option<Duration>,
     /// Largest protocol message accepted from a client or an upstream server (default 64 MiB).
     pub max_message_size: usize,
     /// Longest token lifetime for anyone (default 24h); service identities are capped by `max_ttl`.

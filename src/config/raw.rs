@@ -38,6 +38,7 @@ pub(crate) struct RawGateway {
     pub handshake_timeout: Option<Spanned<String>>,
     pub upstream_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub tcp_keepalive: Option<Spanned<String>>,
     pub max_message_size: Option<Spanned<RawSize>>,
     pub max_token_ttl: Option<Spanned<String>>,
     pub audit_flush_interval: Option<Spanned<String>>,

@@ -181,6 +181,7 @@ fn defaults_fill_every_optional_gateway_key() {
     assert_eq!(g.max_token_ttl, Duration::from_secs(86_400));
     assert_eq!(g.audit_flush_interval, Duration::from_millis(200));
     assert_eq!(g.audit_queue, 65_536);
+    assert_eq!(g.tcp_keepalive, Some(Duration::from_secs(60)));
     assert_eq!(g.public_url, None);
     assert_eq!(p.source, src());
 }
@@ -326,6 +327,26 @@ fn rejects_missing_gateway_and_data_dir() {
         3,
         15,
         "between 1 and 1048576",
+    );
+}
+
+#[test]
+fn tcp_keepalive_takes_a_duration_and_zero_turns_it_off() {
+    let p = ok(&format!("{GW}tcp_keepalive = \"2m\"\n"));
+    assert_eq!(p.gateway.tcp_keepalive, Some(Duration::from_secs(120)));
+    let p = ok(&format!("{GW}tcp_keepalive = \"0s\"\n"));
+    assert_eq!(p.gateway.tcp_keepalive, None);
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\ntcp_keepalive = \"10h\"\n",
+        3,
+        17,
+        "`tcp_keepalive` must be at most \"32767s\"",
+    );
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\ntcp_keepalive = \"soon\"\n",
+        3,
+        17,
+        "`tcp_keepalive` = \"soon\" is not a duration",
     );
 }
 

@@ -37,6 +37,9 @@ const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_AUDIT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Linux takes at most 32767 seconds for TCP_KEEPIDLE.
+const MAX_TCP_KEEPALIVE: Duration = Duration::from_secs(32767);
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most approvals a rule may require.
 const MAX_APPROVALS: i64 = 10;
@@ -397,6 +400,7 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
         idle_timeout: None,
+        tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
         audit_flush_interval: DEFAULT_AUDIT_FLUSH_INTERVAL,
@@ -467,6 +471,17 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         .idle_timeout
         .as_ref()
         .and_then(|v| cx.duration(v, "idle_timeout", false));
+    if let Some(v) = &r.tcp_keepalive {
+        match cx.duration(v, "tcp_keepalive", true) {
+            Some(d) if d > MAX_TCP_KEEPALIVE => cx.err(
+                v.span(),
+                "`tcp_keepalive` must be at most \"32767s\" (about 9h, the kernel's limit); \"0s\" turns keepalive off",
+            ),
+            Some(d) if d.is_zero() => g.tcp_keepalive = None,
+            Some(d) => g.tcp_keepalive = Some(d),
+            None => {}
+        }
+    }
     g.max_token_ttl = cx.opt_duration(
         &r.max_token_ttl,
         "max_token_ttl",

@@ -2,5 +2,6 @@
 pub mod refuse;
 pub mod stream;
 pub mod sync_conn;
+pub mod tcp;
 pub mod tls;
 pub mod wake;

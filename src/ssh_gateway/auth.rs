@@ -273,7 +273,8 @@ async fn connect_or_refuse(
     let client_deadline = deadline.get();
     // The client's clock stops while the target is being logged in to.
     deadline.set(client_deadline + timeout + std::time::Duration::from_secs(1));
-    let result = async { connect_upstream(target).await }
+    let keepalive = gw.loaded().policy.gateway.tcp_keepalive;
+    let result = async { connect_upstream(target, keepalive).await }
         .or(async {
             smol::Timer::after(timeout).await;
             Err(format!("timed out after {}s", timeout.as_secs()))
@@ -314,13 +315,17 @@ async fn connect_or_refuse(
 ///
 /// # Errors
 /// A message for the log and audit (never the secret).
-pub(super) async fn connect_upstream(target: &Target) -> Result<Conn, String> {
+pub(super) async fn connect_upstream(
+    target: &Target,
+    keepalive: Option<std::time::Duration>,
+) -> Result<Conn, String> {
     let ssh = target.ssh.as_ref().ok_or("not an SSH target")?;
     let addr = (target.upstream_host.as_str(), target.upstream_port);
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let _ = tcp.set_nodelay(true);
+    // Best effort: a socket without them still works (see `net::tcp`).
+    let _ = crate::net::tcp::tune(&tcp, keepalive);
     let transport = Transport::new(
         Role::Client {
             pinned_host_key: ssh.host_key,

@@ -114,7 +114,8 @@ impl Catalog {
             ),
             ("client_encoding".to_string(), "UTF8".to_string()),
         ];
-        let mut up = upstream::connect(target, tls, &params, true, max_body, nonce)
+        // One query under the caller's `upstream_timeout`: no keepalive needed.
+        let mut up = upstream::connect(target, tls, &params, true, max_body, nonce, None)
             .await
             .map_err(|e| format!("catalog connection: {e}"))?;
         let mut query = Vec::new();

@@ -125,6 +125,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         read_only,
         gwcfg.max_message_size,
         &nonce,
+        gwcfg.tcp_keepalive,
     );
     let up = async { Some(connect.await) }
         .or(async {

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_rustls::TlsConnector;
 use rustls::ClientConfig;
@@ -96,11 +97,13 @@ pub fn load_secret(source: &SecretSource) -> Result<Option<Vec<u8>>, UpstreamErr
 async fn open_stream(
     target: &Target,
     tls_config: Option<Arc<ClientConfig>>,
+    keepalive: Option<Duration>,
 ) -> Result<Stream, UpstreamError> {
     let tcp = TcpStream::connect((target.upstream_host.as_str(), target.upstream_port))
         .await
         .map_err(UpstreamError::Connect)?;
-    let _ = tcp.set_nodelay(true);
+    // Best effort: a socket without them still works (see `net::tcp`).
+    let _ = crate::net::tcp::tune(&tcp, keepalive);
     let Some(config) = tls_config else {
         return Ok(Stream::Plain(tcp));
     };
@@ -142,9 +145,10 @@ pub async fn connect(
     read_only: bool,
     max_body: usize,
     nonce: &str,
+    keepalive: Option<Duration>,
 ) -> Result<Upstream, UpstreamError> {
     let secret = load_secret(&target.secret)?;
-    let stream = open_stream(target, tls_config).await?;
+    let stream = open_stream(target, tls_config, keepalive).await?;
     let encrypted = stream.is_tls();
     let mut conn = Conn::new(stream);
 
@@ -304,7 +308,8 @@ pub async fn cancel(
     pid: i32,
     secret: &[u8],
 ) -> Result<(), UpstreamError> {
-    let mut stream = open_stream(target, tls_config).await?;
+    // One write and done: no keepalive needed.
+    let mut stream = open_stream(target, tls_config, None).await?;
     let mut out = Vec::with_capacity(16);
     codec::encode_cancel_request(&mut out, pid, secret);
     stream.write_all(&out).await?;
