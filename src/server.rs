@@ -158,17 +158,31 @@ impl Gateway {
             .clone()
     }
 
-    /// The policy now, kept in `cache` between calls: for per-statement callers. `loaded` takes
-    /// the lock and counts a reference, two writes to memory every relay thread shares (its
-    /// cache line moves between CPUs on every statement); this only reads the generation,
-    /// which changes on reload alone. A statement judged while a reload is under way sees the
-    /// old policy or the new one, as with `loaded`.
-    pub fn loaded_cached<'c>(&self, cache: &'c mut Option<(u64, Arc<Loaded>)>) -> &'c Loaded {
+    /// The policy now, kept in `cache` between calls with what `derive` found in it: for
+    /// per-statement callers. `loaded` takes the lock and counts a reference, two writes to
+    /// memory every relay thread shares (its cache line moves between CPUs on every statement);
+    /// this only reads the generation, which changes on reload alone, and `derive` runs once per
+    /// generation (a session finds its identity and target by name there, not per statement). A
+    /// statement judged while a reload is under way sees the old policy or the new one, as with
+    /// `loaded`.
+    pub fn loaded_cached<'c, T>(
+        &self,
+        cache: &'c mut Option<(u64, Arc<Loaded>, T)>,
+        derive: impl FnOnce(&Loaded) -> T,
+    ) -> (&'c Loaded, &'c T) {
         let generation = self.policy_generation.load(Ordering::Acquire);
-        if cache.as_ref().is_some_and(|(seen, _)| *seen != generation) {
+        if cache
+            .as_ref()
+            .is_some_and(|(seen, _, _)| *seen != generation)
+        {
             *cache = None;
         }
-        &cache.get_or_insert_with(|| (generation, self.loaded())).1
+        let (_, loaded, derived) = cache.get_or_insert_with(|| {
+            let loaded = self.loaded();
+            let derived = derive(&loaded);
+            (generation, loaded, derived)
+        });
+        (loaded, derived)
     }
 
     pub fn random_bytes<const N: usize>(&self) -> [u8; N] {

@@ -430,8 +430,16 @@ pub(crate) struct Session {
     origin: String,
     /// A CancelRequest for this session while a statement waits for approval.
     hold_cancel: smol::channel::Receiver<()>,
-    /// The policy statements are judged by (see `Gateway::loaded_cached`).
-    policy: Mutex<Option<(u64, Arc<Loaded>)>>,
+    /// The policy statements are judged by, and where this session's identity and target are
+    /// in it (see `Gateway::loaded_cached`).
+    policy: Mutex<Option<(u64, Arc<Loaded>, PolicyPlace)>>,
+}
+
+/// Where a session's identity (if still active) and target sit in one policy generation: found
+/// by name once per generation, not per statement (a name search is linear in the policy).
+struct PolicyPlace {
+    identity: Option<usize>,
+    target: Option<usize>,
 }
 
 /// A bound portal: the statement, and for held statements the parameters an approval covers.
@@ -753,12 +761,24 @@ impl Session {
     /// identity or target was removed from the policy).
     fn judge(&self, text: &str, stmts: Vec<Statement>) -> Result<Vec<Judged>, String> {
         let mut cache = lock(&self.policy);
-        let policy = &self.gw.loaded_cached(&mut cache).policy;
-        let identity = policy
-            .active_identity(&self.identity.name)
+        let (loaded, place) = self.gw.loaded_cached(&mut cache, |loaded| {
+            let p = &loaded.policy;
+            let name = &self.identity.name;
+            PolicyPlace {
+                identity: p
+                    .active_identity(name)
+                    .and_then(|_| p.identities.iter().position(|i| &i.name == name)),
+                target: p.targets.iter().position(|t| t.name == self.target.name),
+            }
+        });
+        let policy = &loaded.policy;
+        let identity = place
+            .identity
+            .and_then(|i| policy.identities.get(i))
             .ok_or("identity removed from the policy")?;
-        let target = policy
-            .target(&self.target.name)
+        let target = place
+            .target
+            .and_then(|i| policy.targets.get(i))
             .ok_or("target removed from the policy")?;
         Ok(stmts
             .into_iter()
