@@ -828,6 +828,7 @@ mod tests {
                 max_token_ttl: Duration::from_secs(86_400),
                 audit_flush_interval: Duration::from_millis(50),
                 audit_queue: crate::audit::QUEUE_CAPACITY,
+                audit_retention: None,
                 http: None,
                 webhooks: vec![],
                 webhook_ca: None,

@@ -273,6 +273,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let policy = config::load(&opts.config_path).map_err(|e| e.to_string())?;
     let flush = policy.gateway.audit_flush_interval;
     let audit_queue = policy.gateway.audit_queue;
+    let audit_retention = policy.gateway.audit_retention;
     let data_dir = policy.gateway.data_dir.clone();
     let webhook_tls = match (&policy.webhooks_ca(), policy.gateway.webhooks.is_empty()) {
         (_, true) => None,
@@ -287,8 +288,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let tokens = Arc::new(Tokens::new(store.clone()).map_err(|e| e.to_string())?);
     let ssh_host_key =
         crate::ssh_gateway::host_key::HostKey::load_or_create(&data_dir, &SystemRandom::new())?;
-    let (audit, writer) =
-        audit::start_with_queue(store.clone(), flush, audit_queue).map_err(|e| e.to_string())?;
+    let (audit, writer) = audit::start_with(store.clone(), flush, audit_queue, audit_retention)
+        .map_err(|e| e.to_string())?;
     // Requests still pending from a previous run lost their connection: they become abandoned.
     let broker = Arc::new(
         crate::approval::Broker::open(store.clone(), audit.clone(), now_unix())

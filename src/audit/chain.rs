@@ -13,6 +13,10 @@
 //! row or the next; the head row (last seq and hash, written in the same transaction) catches a cut
 //! tail. Someone who can rewrite the file can rewrite the whole chain from the change onwards:
 //! keep the head hash (or exports) somewhere else to detect that.
+//!
+//! Retention ([`prune`]) deletes the oldest rows and records where the stored chain now starts
+//! (the base: last pruned seq and its line's hash, in `META`), so what is left still verifies
+//! from its first line. It removes only rows that chain onto the base, so it never hides a break.
 
 use std::fmt;
 use std::io::Write;
@@ -20,9 +24,9 @@ use std::io::Write;
 use redb::{ReadableDatabase, ReadableTable};
 use ring::digest;
 
-use super::format::{hex, line_prev, line_seq};
+use super::format::{hex, line_prev, line_seq, line_ts};
 use crate::store::codec::{Dec, Enc};
-use crate::store::tables::{AUDIT, META, META_AUDIT_HEAD};
+use crate::store::tables::{AUDIT, META, META_AUDIT_BASE, META_AUDIT_HEAD};
 use crate::store::{Store, StoreError};
 
 const ROW_VERSION: u8 = 1;
@@ -271,6 +275,9 @@ pub struct VerifyReport {
     pub head_seq: u64,
     /// Hex SHA-256 of the last line according to the head row (publish it to anchor the chain).
     pub head_hash: String,
+    /// Events up to this sequence number were pruned by retention (0: none); the check starts
+    /// after it, from the hash recorded when they were deleted.
+    pub pruned_through: u64,
     /// The first problem found, if any.
     pub broken: Option<Broken>,
 }
@@ -323,6 +330,11 @@ impl fmt::Display for Problem {
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.broken {
+            None if self.pruned_through > 0 => write!(
+                f,
+                "audit log intact: {} events, head seq {} hash {} (events up to seq {} were pruned by audit_retention)",
+                self.events, self.head_seq, self.head_hash, self.pruned_through
+            ),
             None => write!(
                 f,
                 "audit log intact: {} events, head seq {} hash {}",
@@ -333,7 +345,8 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Recomputes the chain from the first row to the head and reports the first break.
+/// Recomputes the chain from the first row (after the pruned base, if any) to the head and
+/// reports the first break.
 ///
 /// # Errors
 /// Store errors (a malformed row is a [`Problem`], not an error).
@@ -342,15 +355,18 @@ pub fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     let meta = txn.open_table(META)?;
     let (head_seq, head_hash) =
         decode_head(meta.get(META_AUDIT_HEAD)?.as_ref().map(|v| v.value()))?;
+    let (base_seq, base_hash) =
+        decode_head(meta.get(META_AUDIT_BASE)?.as_ref().map(|v| v.value()))?;
     let audit = txn.open_table(AUDIT)?;
     let mut report = VerifyReport {
         events: 0,
         head_seq,
         head_hash: hex(&head_hash),
+        pruned_through: base_seq,
         broken: None,
     };
-    let mut prev = [0u8; 32];
-    let mut expected = 1u64;
+    let mut prev = base_hash;
+    let mut expected = base_seq.saturating_add(1);
     for row in audit.iter()? {
         let (k, v) = row?;
         let key = k.value();
@@ -391,6 +407,86 @@ pub fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
         });
     }
     Ok(report)
+}
+
+/// What one [`prune`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pruned {
+    pub(crate) rows: usize,
+    pub(crate) events: u64,
+    /// The chain's base after the call: the last pruned seq (0 if nothing was ever pruned).
+    pub(crate) through_seq: u64,
+}
+
+/// Deletes the oldest rows whose every line was written before `cutoff` (an RFC 3339 time as
+/// lines carry it), at most `max_rows`, and moves the chain's base past them, in one transaction.
+/// Stops at the first row that does not chain onto the base (a gap, a changed or malformed
+/// line): what `verify` would report stays for it to report.
+///
+/// # Errors
+/// Store errors; nothing is deleted then.
+pub(crate) fn prune(store: &Store, cutoff: &str, max_rows: usize) -> Result<Pruned, StoreError> {
+    let txn = store.db().begin_write()?;
+    let mut pruned = Pruned::default();
+    {
+        let mut meta = txn.open_table(META)?;
+        let mut audit = txn.open_table(AUDIT)?;
+        let base = meta.get(META_AUDIT_BASE)?.map(|v| v.value().to_vec());
+        let (mut seq, mut prev) = decode_head(base.as_deref())?;
+        pruned.through_seq = seq;
+        let mut doomed = Vec::new();
+        for row in audit.iter()? {
+            if doomed.len() >= max_rows {
+                break;
+            }
+            let (k, v) = row?;
+            let key = k.value();
+            if Some(key) != seq.checked_add(1) {
+                break;
+            }
+            let Ok(lines) = decode_lines(key, v.value()) else {
+                break;
+            };
+            let old = lines
+                .iter()
+                .all(|l| line_ts(l.line).is_some_and(|ts| ts < cutoff));
+            if !old {
+                break;
+            }
+            let mut chained = prev;
+            let mut last = seq;
+            let mut intact = !lines.is_empty();
+            for stored in &lines {
+                match check_line(stored, &chained) {
+                    Ok(hash) => {
+                        chained = hash;
+                        last = stored.seq;
+                    }
+                    Err(_) => {
+                        intact = false;
+                        break;
+                    }
+                }
+            }
+            if !intact {
+                break;
+            }
+            prev = chained;
+            pruned.events += last - seq;
+            seq = last;
+            doomed.push(key);
+        }
+        for key in &doomed {
+            audit.remove(key)?;
+        }
+        if !doomed.is_empty() {
+            meta.insert(META_AUDIT_BASE, encode_head(seq, &prev).as_slice())?;
+        }
+        pruned.rows = doomed.len();
+        pruned.through_seq = seq;
+    }
+    txn.commit()?;
+    Ok(pruned)
 }
 
 /// Checks one stored line against its position and the previous line's hash; returns its hash.

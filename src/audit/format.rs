@@ -224,6 +224,15 @@ pub fn line_seq(line: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The time a line was written (`{"seq":N,"ts":"<RFC 3339, UTC, milliseconds>",`), if well
+/// formed. Such times sort as strings in time order, so they are compared as strings.
+pub fn line_ts(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let rest = rest.get(rest.find(',')?..)?.strip_prefix(",\"ts\":\"")?;
+    let ts = rest.get(..rest.find('"')?)?;
+    (ts.len() == 24 && ts.ends_with('Z')).then_some(ts)
+}
+
 /// The `prev` hash (hex) a line ends with (`,"prev":"<64 hex>"}`), if it is well formed.
 pub fn line_prev(line: &str) -> Option<&str> {
     let body = line.strip_suffix("\"}")?;

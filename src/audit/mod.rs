@@ -368,26 +368,29 @@ impl Drop for AuditWriter {
     }
 }
 
-/// Starts the writer thread with the default queue ([`QUEUE_CAPACITY`]); see [`start_with_queue`].
+/// Starts the writer thread with the default queue ([`QUEUE_CAPACITY`]) and no retention (every
+/// event is kept); see [`start_with`].
 ///
 /// # Errors
-/// As [`start_with_queue`].
+/// As [`start_with`].
 pub fn start(
     store: Arc<Store>,
     flush_interval: Duration,
 ) -> Result<(Audit, AuditWriter), StoreError> {
-    start_with_queue(store, flush_interval, QUEUE_CAPACITY)
+    start_with(store, flush_interval, QUEUE_CAPACITY, None)
 }
 
 /// Starts the writer thread. `flush_interval` bounds how long a `record()`ed event may stay
-/// non-durable; `queue` is how many events may wait for the writer (at least one).
+/// non-durable; `queue` is how many events may wait for the writer (at least one); with
+/// `retention`, events older than that are deleted (see `writer::run`).
 ///
 /// # Errors
 /// The store's audit head is corrupt, or the thread cannot be spawned.
-pub fn start_with_queue(
+pub fn start_with(
     store: Arc<Store>,
     flush_interval: Duration,
     queue: usize,
+    retention: Option<Duration>,
 ) -> Result<(Audit, AuditWriter), StoreError> {
     // Fail now, not at the first event, if the head is unreadable.
     {
@@ -406,7 +409,7 @@ pub fn start_with_queue(
     let thread_stats = stats.clone();
     let handle = std::thread::Builder::new()
         .name("audit-writer".into())
-        .spawn(move || writer::run(store, thread_rx, flush_interval, thread_stats))
+        .spawn(move || writer::run(store, thread_rx, flush_interval, thread_stats, retention))
         .map_err(|source| StoreError::Io {
             path: "audit writer thread".into(),
             source,

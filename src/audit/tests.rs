@@ -1037,3 +1037,163 @@ fn rows_built_line_by_line_match_the_stored_formats() {
     );
     assert_eq!((row.lines(), row.line_bytes()), (1, lines[1].1.len()));
 }
+
+// ---- retention ------------------------------------------------------------------------------
+
+/// A cutoff after every line written by these tests: everything is old enough.
+const FUTURE: &str = "9999-12-31T23:59:59.999Z";
+/// A cutoff before every line: nothing is.
+const PAST: &str = "1970-01-01T00:00:00.000Z";
+
+fn base_of(store: &Store) -> Option<(u64, [u8; 32])> {
+    let txn = redb::ReadableDatabase::begin_read(store.db()).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let v = meta.get(crate::store::tables::META_AUDIT_BASE).unwrap()?;
+    Some(chain::decode_head(Some(v.value())).unwrap())
+}
+
+#[test]
+fn line_ts_reads_the_time_a_line_carries() {
+    let (store, dir) = filled("audit-line-ts", 1);
+    let line = &exported(&store, 0)[0];
+    let ts = format::line_ts(line).unwrap();
+    assert!(line.contains(&format!("\"ts\":\"{ts}\"")), "{line}");
+    assert_eq!(ts.len(), 24);
+    for bad in [
+        "",
+        "{\"seq\":1,\"ts\":\"x\"}",
+        "{\"seq\":1,\"kind\":\"e\"}",
+        "{\"ts\":\"2026-11-28T03:12:07.123Z\"}",
+    ] {
+        assert_eq!(format::line_ts(bad), None, "{bad}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn prune_deletes_the_oldest_whole_rows_and_what_is_left_still_verifies() {
+    let (store, dir) = filled_in_blocks("audit-prune", 600);
+    let keys = row_keys(&store);
+    assert!(keys.len() >= 3, "{keys:?}");
+    // Nothing is older than the epoch.
+    assert_eq!(chain::prune(&store, PAST, 100).unwrap().rows, 0);
+    assert_eq!(base_of(&store), None);
+    // One row: the first block goes, and the base is its last line.
+    let first_kept = keys[1];
+    let last_pruned_hash = decode_lines(keys[0], &raw_row(&store, keys[0]))
+        .unwrap()
+        .last()
+        .unwrap()
+        .hash;
+    let p = chain::prune(&store, FUTURE, 1).unwrap();
+    assert_eq!(
+        (p.rows, p.events, p.through_seq),
+        (1, first_kept - 1, first_kept - 1)
+    );
+    assert_eq!(base_of(&store), Some((first_kept - 1, last_pruned_hash)));
+    let r = verify(&store).unwrap();
+    assert!(r.is_intact(), "{r}");
+    assert_eq!(
+        (r.events, r.pruned_through, r.head_seq),
+        (600 - (first_kept - 1), first_kept - 1, 600)
+    );
+    assert!(r.to_string().contains("were pruned"), "{r}");
+    let lines = exported(&store, 0);
+    assert_eq!(line_seq(&lines[0]), Some(first_kept));
+    assert_eq!(lines.len() as u64, 600 - (first_kept - 1));
+    // Everything: the log is empty, its base is the head, and it verifies.
+    let p = chain::prune(&store, FUTURE, 1000).unwrap();
+    assert_eq!(p.through_seq, 600);
+    assert!(row_keys(&store).is_empty());
+    let r = verify(&store).unwrap();
+    assert!(r.is_intact(), "{r}");
+    assert_eq!((r.events, r.pruned_through), (0, 600));
+    // New events continue the chain from the head.
+    let (audit, writer) = start(store.clone(), FLUSH).unwrap();
+    audit.record_blocking(Event::new("after")).unwrap();
+    writer.shutdown();
+    let r = verify(&store).unwrap();
+    assert!(r.is_intact(), "{r}");
+    assert_eq!((r.events, r.head_seq), (1, 601));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn prune_never_removes_a_row_that_does_not_chain() {
+    let (store, dir) = filled_in_blocks("audit-prune-tamper", 600);
+    let keys = row_keys(&store);
+    assert!(keys.len() >= 3, "{keys:?}");
+    // The second block's line changed (its stored hash kept): the first block may go, the
+    // second stays, and verify still reports the change.
+    let second = keys[1];
+    let raw = raw_row(&store, second);
+    let mut lines: Vec<([u8; 32], String)> = decode_lines(second, &raw)
+        .unwrap()
+        .iter()
+        .map(|s| (s.hash, s.line.to_string()))
+        .collect();
+    let i = usize::try_from(lines.len() as u64 - 1).unwrap();
+    lines[i].1 = lines[i].1.replace("\"kind\":\"b\"", "\"kind\":\"c\"");
+    with_rows(&store, |t| {
+        t.insert(second, encode_lines(&lines).as_slice()).unwrap();
+    });
+    let p = chain::prune(&store, FUTURE, 1000).unwrap();
+    assert_eq!((p.rows, p.through_seq), (1, second - 1));
+    assert_eq!(row_keys(&store)[0], second);
+    let r = verify(&store).unwrap();
+    assert_eq!(
+        r.broken,
+        Some(Broken {
+            seq: second + i as u64,
+            problem: Problem::HashMismatch
+        })
+    );
+    // Pruning again removes nothing past the break.
+    assert_eq!(chain::prune(&store, FUTURE, 1000).unwrap().rows, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn writer_with_retention_prunes_old_events_at_start_and_audits_the_prune() {
+    let (store, dir) = filled_in_blocks("audit-retention", 300);
+    std::thread::sleep(Duration::from_millis(30));
+    let (audit, writer) = start_with(
+        store.clone(),
+        FLUSH,
+        QUEUE_CAPACITY,
+        Some(Duration::from_millis(10)),
+    )
+    .unwrap();
+    audit.record_blocking(Event::new("later")).unwrap();
+    writer.shutdown();
+    let lines = exported(&store, 0);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].contains("\"kind\":\"audit_pruned\""),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("\"through_seq\":300,\"events\":300,"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(line_seq(&lines[0]), Some(301));
+    assert!(lines[1].contains("\"kind\":\"later\""), "{}", lines[1]);
+    let r = verify(&store).unwrap();
+    assert!(r.is_intact(), "{r}");
+    assert_eq!((r.events, r.pruned_through, r.head_seq), (2, 300, 302));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn writer_without_retention_keeps_every_event() {
+    let (store, dir) = filled_in_blocks("audit-no-retention", 300);
+    std::thread::sleep(Duration::from_millis(30));
+    let (audit, writer) = start_with(store.clone(), FLUSH, QUEUE_CAPACITY, None).unwrap();
+    audit.record_blocking(Event::new("later")).unwrap();
+    writer.shutdown();
+    assert_eq!(exported(&store, 0).len(), 301);
+    assert_eq!(base_of(&store), None);
+    let _ = std::fs::remove_dir_all(dir);
+}

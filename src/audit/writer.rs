@@ -20,9 +20,9 @@ use redb::{Durability, ReadableTable};
 use smol::channel::{Receiver, Sender, TryRecvError};
 
 use super::chain::{
-    decode_head, encode_head, sha256, RowBuilder, BLOCK_MAX_BYTES, BLOCK_MAX_LINES,
+    decode_head, encode_head, prune, sha256, Pruned, RowBuilder, BLOCK_MAX_BYTES, BLOCK_MAX_LINES,
 };
-use super::format::push_line;
+use super::format::{push_line, rfc3339_millis};
 use super::{AuditError, Event};
 use crate::store::tables::{AUDIT, META, META_AUDIT_HEAD};
 use crate::store::{Store, StoreError};
@@ -39,6 +39,11 @@ const LINGER: Duration = Duration::from_millis(20);
 const LINGER_BATCH: usize = 1024;
 /// Pause before retrying after a failed commit (so a full disk is not a busy loop).
 const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// How often old events are looked for when `[gateway] audit_retention` is set.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// Rows deleted per transaction (up to 256 events each): a pass never holds the writer for long
+/// while events wait.
+const PRUNE_ROWS: usize = 64;
 
 /// One queued event.
 pub(crate) struct Job {
@@ -101,13 +106,22 @@ pub(crate) fn run(
     rx: Receiver<Job>,
     flush_interval: Duration,
     stats: Arc<Stats>,
+    retention: Option<Duration>,
 ) {
     // Record events a failed commit left unwritten.
     let mut carry: Vec<Job> = Vec::new();
     // When the oldest commit not yet followed by an Immediate one happened.
     let mut unsynced_since: Option<Instant> = None;
     let mut failed_at: Option<Instant> = None;
+    // With retention: when old events are next looked for (at start, then every
+    // PRUNE_INTERVAL, checked when the writer wakes for events: an idle log does not grow).
+    let mut next_prune = retention.map(|_| Instant::now());
     loop {
+        if let (Some(keep), Some(at)) = (retention, next_prune) {
+            if Instant::now() >= at {
+                next_prune = Some(prune_pass(&store, &rx, keep, &mut carry));
+            }
+        }
         let deadline = match (failed_at, unsynced_since) {
             (Some(t), _) => Some(t + RETRY_DELAY),
             (None, Some(t)) => Some(t + flush_interval),
@@ -210,6 +224,55 @@ pub(crate) fn run(
             return;
         }
     }
+}
+
+/// Deletes events older than `keep`, [`PRUNE_ROWS`] rows per transaction, while no event waits
+/// (the queue goes first: a long backlog is finished on later passes), and records what it did
+/// as an `audit_pruned` event (queued in `carry` if that commit fails). Returns when to look
+/// again.
+fn prune_pass(store: &Store, rx: &Receiver<Job>, keep: Duration, carry: &mut Vec<Job>) -> Instant {
+    let now = now_ms();
+    let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+    let cutoff = rfc3339_millis(now.saturating_sub(keep_ms));
+    let mut total = Pruned::default();
+    let mut next = Instant::now() + PRUNE_INTERVAL;
+    loop {
+        match prune(store, &cutoff, PRUNE_ROWS) {
+            Ok(step) => {
+                total.rows += step.rows;
+                total.events += step.events;
+                total.through_seq = step.through_seq;
+                if step.rows < PRUNE_ROWS {
+                    break;
+                }
+                if !rx.is_empty() {
+                    next = Instant::now();
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "portcullis: audit retention: pruning failed (retried in {}s): {e}",
+                    PRUNE_INTERVAL.as_secs()
+                );
+                break;
+            }
+        }
+    }
+    if total.rows > 0 {
+        let job = Job {
+            ev: Event::new("audit_pruned")
+                .uint("through_seq", total.through_seq)
+                .uint("events", total.events)
+                .str("older_than", cutoff),
+            reply: None,
+            ts_ms: Some(now_ms()),
+        };
+        if append(store, std::slice::from_ref(&job), Durability::Immediate).is_err() {
+            carry.push(job);
+        }
+    }
+    next
 }
 
 /// Appends the batch to the chain in one transaction. Returns the first event's sequence number.

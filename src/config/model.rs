@@ -94,6 +94,9 @@ pub struct Gateway {
     /// Audit events that may wait for the audit writer (default 65,536). When the queue is full,
     /// sessions wait for room (their upstream is not read) rather than drop an event.
     pub audit_queue: usize,
+    /// Audit events older than this are deleted (default: `None`, every event is kept). Read at
+    /// start, as `audit_queue`.
+    pub audit_retention: Option<Duration>,
     /// The built-in HTTP endpoint (approvals page and API, /metrics, /healthz); `None` = off.
     pub http: Option<HttpConfig>,
     /// `https://` URLs that get a JSON POST for each new approval request.

@@ -43,6 +43,7 @@ pub(crate) struct RawGateway {
     pub max_token_ttl: Option<Spanned<String>>,
     pub audit_flush_interval: Option<Spanned<String>>,
     pub audit_queue: Option<Spanned<i64>>,
+    pub audit_retention: Option<Spanned<String>>,
     pub http: Option<Spanned<RawHttp>>,
     pub webhooks: Option<SpannedList>,
     pub webhook_ca: Option<Spanned<String>>,

@@ -182,6 +182,7 @@ fn defaults_fill_every_optional_gateway_key() {
     assert_eq!(g.audit_flush_interval, Duration::from_millis(200));
     assert_eq!(g.audit_queue, 65_536);
     assert_eq!(g.tcp_keepalive, Some(Duration::from_secs(60)));
+    assert_eq!(g.audit_retention, None);
     assert_eq!(g.public_url, None);
     assert_eq!(p.source, src());
 }
@@ -347,6 +348,29 @@ fn tcp_keepalive_takes_a_duration_and_zero_turns_it_off() {
         3,
         17,
         "`tcp_keepalive` = \"soon\" is not a duration",
+    );
+}
+
+#[test]
+fn audit_retention_is_at_least_an_hour() {
+    let p = ok(&format!("{GW}audit_retention = \"90d\"\n"));
+    assert_eq!(
+        p.gateway.audit_retention,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    let p = ok(&format!("{GW}audit_retention = \"1h\"\n"));
+    assert_eq!(p.gateway.audit_retention, Some(Duration::from_secs(3600)));
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\naudit_retention = \"1s\"\n",
+        3,
+        19,
+        "`audit_retention` must be at least 1h",
+    );
+    one_problem(
+        "[gateway]\ndata_dir = \"/x\"\naudit_retention = \"0s\"\n",
+        3,
+        19,
+        "`audit_retention` must be longer than zero",
     );
 }
 

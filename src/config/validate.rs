@@ -38,6 +38,8 @@ const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_AUDIT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Shortest `audit_retention`: "1s" for "1d" must not wipe the audit log.
+const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(3600);
 /// Linux takes at most 32767 seconds for TCP_KEEPIDLE.
 const MAX_TCP_KEEPALIVE: Duration = Duration::from_secs(32767);
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -405,6 +407,7 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
         audit_flush_interval: DEFAULT_AUDIT_FLUSH_INTERVAL,
         audit_queue: crate::audit::QUEUE_CAPACITY,
+        audit_retention: None,
         http: None,
         webhooks: Vec::new(),
         webhook_ca: None,
@@ -501,6 +504,16 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
                 v.span(),
                 format!("`audit_queue` must be a number of events between 1 and {MAX_AUDIT_QUEUE}"),
             ),
+        }
+    }
+    if let Some(v) = &r.audit_retention {
+        match cx.duration(v, "audit_retention", false) {
+            Some(d) if d < MIN_AUDIT_RETENTION => cx.err(
+                v.span(),
+                "`audit_retention` must be at least 1h (a shorter one is more likely a typo than a policy); leave it out to keep every event",
+            ),
+            Some(d) => g.audit_retention = Some(d),
+            None => {}
         }
     }
     if let Some(v) = &r.max_message_size {

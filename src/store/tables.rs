@@ -48,5 +48,10 @@ pub const META_GATEWAY_KEY: &str = "gateway_key";
 /// in the same transaction as the events, so a truncated log is detected by `audit::verify`.
 pub const META_AUDIT_HEAD: &str = "audit_head";
 
+/// `META` key: where the stored chain starts once old events were pruned (`[gateway]
+/// audit_retention`): the last pruned sequence number and the hash of its line, in the head's
+/// encoding. Written in the transaction that deletes the rows; absent until the first prune.
+pub const META_AUDIT_BASE: &str = "audit_base";
+
 /// `META` key: the store schema version (one byte), checked on open.
 pub const META_SCHEMA: &str = "schema";
