@@ -219,22 +219,31 @@ impl Gateway {
     }
 
     /// Load the policy file again. A bad file is refused and the old policy keeps serving.
-    pub fn reload(&self) -> Result<(), String> {
+    /// Returns the `[gateway]` keys the new file changes that only take effect at the next
+    /// start (see `Gateway::start_only_changes`).
+    pub fn reload(&self) -> Result<Vec<&'static str>, String> {
         let policy = config::load(&self.config_path).map_err(|e| e.to_string())?;
         let loaded = Loaded::build(policy, self.mask_key)?;
         let policy = loaded.policy.clone();
+        let at_restart = self
+            .loaded()
+            .policy
+            .gateway
+            .start_only_changes(&policy.gateway);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         self.policy_generation.fetch_add(1, Ordering::Release);
         // Sessions whose identity or target is gone end now.
         let killed = self.kill_sessions("identity or target removed from the policy", |s| {
             policy.active_identity(&s.identity).is_none() || policy.target(&s.target).is_none()
         });
-        let _ = self.audit.record_blocking(
-            Event::new("policy_reloaded")
-                .str("file", self.config_path.display().to_string())
-                .uint("sessions_closed", killed as u64),
-        );
-        Ok(())
+        let mut ev = Event::new("policy_reloaded")
+            .str("file", self.config_path.display().to_string())
+            .uint("sessions_closed", killed as u64);
+        if !at_restart.is_empty() {
+            ev = ev.names("at_next_start", at_restart.iter().copied());
+        }
+        let _ = self.audit.record_blocking(ev);
+        Ok(at_restart)
     }
 }
 
@@ -416,8 +425,15 @@ async fn run(gw: Arc<Gateway>, ex: Arc<Executor<'static>>) -> Result<(), String>
             Ok(Signal::Hup) => {
                 notify_systemd("RELOADING=1");
                 match gw.reload() {
-                    Ok(()) => {
+                    Ok(at_restart) => {
                         log("policy reloaded");
+                        if !at_restart.is_empty() {
+                            log(&format!(
+                                "these [gateway] keys changed but are read at start only; \
+                                 the running values stay until the next start: {}",
+                                at_restart.join(", ")
+                            ));
+                        }
                         if let Err(e) = bind_listeners(&gw, &ex, &mut listeners).await {
                             log(&format!("after reload: {e}"));
                         }

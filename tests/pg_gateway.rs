@@ -1483,6 +1483,50 @@ fn a_statement_still_running_when_its_session_ends_is_recorded_as_unanswered() {
 }
 
 #[test]
+fn a_reload_says_which_changed_gateway_keys_wait_for_the_next_start() {
+    let env = Env::start(Upstream::Disable);
+    let mut changed = env.spec.clone();
+    changed.audit_queue = Some(128);
+    changed.tcp_keepalive = Some("30s");
+    env.reload(&changed.render(), "policy reloaded");
+    let log = env
+        .gw
+        .wait_for_log("read at start only", Duration::from_secs(10));
+    let line = log
+        .lines()
+        .find(|l| l.contains("read at start only"))
+        .unwrap_or_default();
+    // audit_queue sizes the audit writer's queue, made at start; tcp_keepalive is read per
+    // connection, so a reload applies it.
+    assert!(line.ends_with(": audit_queue"), "{line}");
+    let reloaded = env.wait_audit("policy_reloaded", |lines| {
+        lines.iter().any(|l| kind_is(l, "policy_reloaded"))
+    });
+    let event = reloaded
+        .iter()
+        .find(|l| kind_is(l, "policy_reloaded"))
+        .unwrap_or_else(|| panic!("no policy_reloaded event"));
+    assert!(
+        event.contains("\"at_next_start\":[\"audit_queue\"]"),
+        "{event}"
+    );
+    // The same file again: nothing waits for a restart, and nothing is said. (`reload` would
+    // see the first reload's log line: wait for the second event instead.)
+    rewrite_policy(&env.gw, &changed.render());
+    env.gw.sighup();
+    let reloads = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| kind_is(l, "policy_reloaded"))
+            .cloned()
+            .collect()
+    };
+    let all = env.wait_audit("second policy_reloaded", |lines| reloads(lines).len() == 2);
+    let events = reloads(&all);
+    assert!(!events[1].contains("at_next_start"), "{}", events[1]);
+}
+
+#[test]
 fn sighup_reload_removes_identity_and_closes_its_session() {
     let env = Env::start(Upstream::Require);
     let ci_token = env.token("ci-bot");

@@ -105,8 +105,39 @@ pub struct Gateway {
     pub webhook_ca: Option<PathBuf>,
 }
 
+impl Gateway {
+    /// The keys read only when the gateway starts (the store, the audit writer, the HTTP
+    /// endpoint and the webhook sender are set up once) whose value differs in `new`: a reload
+    /// keeps the running values for these, and says so.
+    pub fn start_only_changes(&self, new: &Gateway) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.data_dir != new.data_dir {
+            changed.push("data_dir");
+        }
+        if self.audit_flush_interval != new.audit_flush_interval {
+            changed.push("audit_flush_interval");
+        }
+        if self.audit_queue != new.audit_queue {
+            changed.push("audit_queue");
+        }
+        if self.audit_retention != new.audit_retention {
+            changed.push("audit_retention");
+        }
+        if self.http != new.http {
+            changed.push("http");
+        }
+        if self.webhooks != new.webhooks {
+            changed.push("webhooks");
+        }
+        if self.webhook_ca != new.webhook_ca {
+            changed.push("webhook_ca");
+        }
+        changed
+    }
+}
+
 /// `[gateway] http = { ... }`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
     /// TLS for the endpoint. Without it the endpoint is plain HTTP, which validation allows only on
@@ -231,7 +262,7 @@ pub enum UpstreamTls {
     VerifyFull,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,

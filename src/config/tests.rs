@@ -1380,3 +1380,19 @@ fn rejects_bad_strategy_keep_and_column_globs() {
         "unknown key `shape`",
     );
 }
+
+#[test]
+fn start_only_changes_names_the_keys_a_reload_cannot_apply() {
+    let old = ok(&format!("{GW}idle_timeout = \"1h\"\n"));
+    let same = ok(&format!(
+        "{GW}idle_timeout = \"2h\"\ntcp_keepalive = \"5s\"\n"
+    ));
+    assert!(old.gateway.start_only_changes(&same.gateway).is_empty());
+    let new = ok(&format!(
+        "{GW}audit_queue = 10\naudit_retention = \"30d\"\nhttp = {{ listen = \"127.0.0.1:9999\" }}\n"
+    ));
+    assert_eq!(
+        old.gateway.start_only_changes(&new.gateway),
+        ["audit_queue", "audit_retention", "http"]
+    );
+}
