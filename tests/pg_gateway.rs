@@ -1066,21 +1066,28 @@ fn copy_in_and_out_work() {
     assert_eq!(stdout(&out).lines().count(), 7, "{}", describe(&out));
 }
 
+/// psql running `select pg_sleep(60)` through target `db`, returned once the sleep is active
+/// upstream.
+fn sleep_through_gateway(env: &Env, identity: &str, token: &str, sslmode: &str) -> Spawned {
+    let conninfo = gateway_conninfo(env.port, identity, "db", sslmode);
+    let sleeper = Spawned::psql(&conninfo, token, &["-c", "select pg_sleep(60)"]);
+    wait_for_scalar(
+        &env.pg,
+        "select count(*) from pg_stat_activity \
+         where query = 'select pg_sleep(60)' and state = 'active'",
+        "1",
+        "the sleep never showed up",
+    );
+    sleeper
+}
+
 #[test]
 fn psql_cancel_reaches_the_upstream_backend() {
     let env = Env::start(Upstream::Require);
     let token = env.token("alice");
 
     for sslmode in ["require", "disable"] {
-        let conninfo = gateway_conninfo(env.port, "alice", "db", sslmode);
-        let sleeper = Spawned::psql(&conninfo, &token, &["-c", "select pg_sleep(60)"]);
-        wait_for_scalar(
-            &env.pg,
-            "select count(*) from pg_stat_activity \
-             where query = 'select pg_sleep(60)' and state = 'active'",
-            "1",
-            "the sleep never showed up",
-        );
+        let sleeper = sleep_through_gateway(&env, "alice", &token, sslmode);
         kill("INT", sleeper.pid());
         let out = sleeper
             .wait(Duration::from_secs(20))
@@ -1155,15 +1162,7 @@ fn client_and_upstream_connections_get_tcp_keepalive() {
     spec.tcp_keepalive = Some("7s");
     let env = Env::start_with(pg, spec);
     let token = env.token("alice");
-    let conninfo = gateway_conninfo(env.port, "alice", "db", "disable");
-    let sleeper = Spawned::psql(&conninfo, &token, &["-c", "select pg_sleep(60)"]);
-    wait_for_scalar(
-        &env.pg,
-        "select count(*) from pg_stat_activity \
-         where query = 'select pg_sleep(60)' and state = 'active'",
-        "1",
-        "the sleep never showed up",
-    );
+    let sleeper = sleep_through_gateway(&env, "alice", &token, "disable");
     let rows = tcp_sockets_of(env.gw.pid());
     let client: Vec<&TcpRow> = rows
         .iter()

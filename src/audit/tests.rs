@@ -679,6 +679,15 @@ fn raw_row(store: &Store, key: u64) -> Vec<u8> {
     v.value().to_vec()
 }
 
+/// The (hash, line) pairs stored in the row under `key`, to change and store back.
+fn row_lines(store: &Store, key: u64) -> Vec<([u8; 32], String)> {
+    decode_lines(key, &raw_row(store, key))
+        .unwrap()
+        .iter()
+        .map(|s| (s.hash, s.line.to_string()))
+        .collect()
+}
+
 #[test]
 fn lazily_committed_events_share_block_rows_and_read_back_in_order() {
     let n = 1000;
@@ -737,11 +746,7 @@ fn verify_finds_a_changed_line_inside_a_block_and_a_removed_block() {
     assert!(keys.len() >= 3, "{keys:?}");
     let first = keys[0];
     let raw = raw_row(&store, first);
-    let mut lines: Vec<([u8; 32], String)> = decode_lines(first, &raw)
-        .unwrap()
-        .iter()
-        .map(|s| (s.hash, s.line.to_string()))
-        .collect();
+    let mut lines = row_lines(&store, first);
     assert!(lines.len() >= 3, "the first row is a block");
     // Line 2 of the block (seq first + 2) changed, its stored hash kept.
     lines[2].1 = lines[2].1.replace("\"i\":2", "\"i\":9");
@@ -1080,11 +1085,7 @@ fn prune_deletes_the_oldest_whole_rows_and_what_is_left_still_verifies() {
     assert_eq!(base_of(&store), None);
     // One row: the first block goes, and the base is its last line.
     let first_kept = keys[1];
-    let last_pruned_hash = decode_lines(keys[0], &raw_row(&store, keys[0]))
-        .unwrap()
-        .last()
-        .unwrap()
-        .hash;
+    let last_pruned_hash = row_lines(&store, keys[0]).last().unwrap().0;
     let p = chain::prune(&store, FUTURE, 1).unwrap();
     assert_eq!(
         (p.rows, p.events, p.through_seq),
@@ -1126,13 +1127,8 @@ fn prune_never_removes_a_row_that_does_not_chain() {
     // The second block's line changed (its stored hash kept): the first block may go, the
     // second stays, and verify still reports the change.
     let second = keys[1];
-    let raw = raw_row(&store, second);
-    let mut lines: Vec<([u8; 32], String)> = decode_lines(second, &raw)
-        .unwrap()
-        .iter()
-        .map(|s| (s.hash, s.line.to_string()))
-        .collect();
-    let i = usize::try_from(lines.len() as u64 - 1).unwrap();
+    let mut lines = row_lines(&store, second);
+    let i = lines.len() - 1;
     lines[i].1 = lines[i].1.replace("\"kind\":\"b\"", "\"kind\":\"c\"");
     with_rows(&store, |t| {
         t.insert(second, encode_lines(&lines).as_slice()).unwrap();

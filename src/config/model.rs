@@ -110,29 +110,24 @@ impl Gateway {
     /// endpoint and the webhook sender are set up once) whose value differs in `new`: a reload
     /// keeps the running values for these, and says so.
     pub fn start_only_changes(&self, new: &Gateway) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        if self.data_dir != new.data_dir {
-            changed.push("data_dir");
-        }
-        if self.audit_flush_interval != new.audit_flush_interval {
-            changed.push("audit_flush_interval");
-        }
-        if self.audit_queue != new.audit_queue {
-            changed.push("audit_queue");
-        }
-        if self.audit_retention != new.audit_retention {
-            changed.push("audit_retention");
-        }
-        if self.http != new.http {
-            changed.push("http");
-        }
-        if self.webhooks != new.webhooks {
-            changed.push("webhooks");
-        }
-        if self.webhook_ca != new.webhook_ca {
-            changed.push("webhook_ca");
-        }
-        changed
+        [
+            ("data_dir", self.data_dir != new.data_dir),
+            (
+                "audit_flush_interval",
+                self.audit_flush_interval != new.audit_flush_interval,
+            ),
+            ("audit_queue", self.audit_queue != new.audit_queue),
+            (
+                "audit_retention",
+                self.audit_retention != new.audit_retention,
+            ),
+            ("http", self.http != new.http),
+            ("webhooks", self.webhooks != new.webhooks),
+            ("webhook_ca", self.webhook_ca != new.webhook_ca),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
     }
 }
 
