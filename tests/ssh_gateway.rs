@@ -564,6 +564,17 @@ fn revoked_token_ends_its_live_session() {
 }
 
 #[test]
+fn client_and_upstream_connections_get_tcp_keepalive() {
+    require_sshd();
+    let rig = Rig::start_with("tcp_keepalive = \"7s\"\n", "", None);
+    let mut client = Running::spawn(rig.ssh_cmd("sleep 60"));
+    wait_session_open(&rig);
+    // 7s is 700 ticks.
+    common::assert_keepalive_on_both_legs(rig.gw.pid(), rig.port, rig.sshd.port, 700);
+    assert!(client.running());
+}
+
+#[test]
 fn reload_without_the_identity_ends_its_live_session() {
     require_sshd();
     let rig = Rig::start("", None);

@@ -1163,3 +1163,81 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     }
     false
 }
+
+/// One row of `/proc/net/tcp`: ports, state, and the pending timer (`tr`: 2 is the keepalive
+/// timer) with its expiry in USER_HZ ticks (1/100 s).
+pub struct TcpRow {
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub established: bool,
+    pub timer: u8,
+    pub expires_ticks: u64,
+}
+
+/// The IPv4 TCP sockets `pid` holds open, read from `/proc/net/tcp` and `/proc/<pid>/fd`.
+pub fn tcp_sockets_of(pid: u32) -> Vec<TcpRow> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the gateway's /proc fd list");
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let hex = |s: &str| u64::from_str_radix(s, 16).expect("a hex field in /proc/net/tcp");
+    let port = |addr: &str| {
+        let (_, p) = addr
+            .rsplit_once(':')
+            .expect("address:port in /proc/net/tcp");
+        u16::try_from(hex(p)).expect("a port")
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || !inodes.contains(f[9]) {
+                return None;
+            }
+            let (timer, expires) = f[5].split_once(':').expect("tr:tm->when");
+            Some(TcpRow {
+                local_port: port(f[1]),
+                remote_port: port(f[2]),
+                established: f[3] == "01",
+                timer: u8::try_from(hex(timer)).expect("a timer kind"),
+                expires_ticks: hex(expires),
+            })
+        })
+        .collect()
+}
+
+/// Asserts that `pid` holds exactly one established connection on each side of a relayed
+/// session (accepted on `listen_port`, dialled to `upstream_port`) and that both have a keepalive
+/// timer due within `within_ticks` (1/100 s; the kernel's default would be two hours).
+pub fn assert_keepalive_on_both_legs(
+    pid: u32,
+    listen_port: u16,
+    upstream_port: u16,
+    within_ticks: u64,
+) {
+    let rows = tcp_sockets_of(pid);
+    let client: Vec<&TcpRow> = rows
+        .iter()
+        .filter(|r| r.established && r.local_port == listen_port)
+        .collect();
+    let upstream: Vec<&TcpRow> = rows
+        .iter()
+        .filter(|r| r.established && r.remote_port == upstream_port)
+        .collect();
+    assert_eq!(client.len(), 1, "the client's connection to the gateway");
+    assert_eq!(upstream.len(), 1, "the gateway's connection upstream");
+    for (leg, row) in [("client", client[0]), ("upstream", upstream[0])] {
+        assert_eq!(row.timer, 2, "{leg} leg: no keepalive timer pending");
+        assert!(
+            row.expires_ticks <= within_ticks,
+            "{leg} leg: keepalive due in {} ticks, not within {within_ticks}",
+            row.expires_ticks
+        );
+    }
+}
