@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::chain::{decode_lines, decode_row, encode_lines, encode_row, sha256, BLOCK_MAX_LINES};
 use super::*;
@@ -1152,14 +1152,10 @@ fn prune_never_removes_a_row_that_does_not_chain() {
 #[test]
 fn writer_with_retention_prunes_old_events_at_start_and_audits_the_prune() {
     let (store, dir) = filled_in_blocks("audit-retention", 300);
-    std::thread::sleep(Duration::from_millis(30));
-    let (audit, writer) = start_with(
-        store.clone(),
-        FLUSH,
-        QUEUE_CAPACITY,
-        Some(Duration::from_millis(10)),
-    )
-    .unwrap();
+    // Long enough that the events written below are not pruned before the test reads them.
+    let keep = Duration::from_secs(1);
+    std::thread::sleep(keep + Duration::from_millis(100));
+    let (audit, writer) = start_with(store.clone(), FLUSH, QUEUE_CAPACITY, Some(keep)).unwrap();
     audit.record_blocking(Event::new("later")).unwrap();
     writer.shutdown();
     let lines = exported(&store, 0);
@@ -1179,6 +1175,44 @@ fn writer_with_retention_prunes_old_events_at_start_and_audits_the_prune() {
     let r = verify(&store).unwrap();
     assert!(r.is_intact(), "{r}");
     assert_eq!((r.events, r.pruned_through, r.head_seq), (2, 300, 302));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_idle_writer_still_prunes_on_time() {
+    let (store, dir) = open("audit-retention-idle");
+    let keep = Duration::from_millis(300);
+    let (audit, writer) = start_with(store.clone(), FLUSH, QUEUE_CAPACITY, Some(keep)).unwrap();
+    for i in 0..50 {
+        assert!(audit.try_record(Event::new("idle").uint("i", i)).is_ok());
+    }
+    audit
+        .record_blocking(Event::new("idle").uint("i", 50))
+        .unwrap();
+    // Nothing else is queued from here: the writer is idle, and must wake up to prune.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = exported(&store, 0);
+        if !lines.iter().any(|l| l.contains("\"kind\":\"idle\"")) {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still there after 10s: {lines:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    writer.shutdown();
+    let r = verify(&store).unwrap();
+    assert!(r.is_intact(), "{r}");
+    assert!(r.pruned_through >= 51, "{r}");
+    // What is left is the record of pruning (an earlier record may itself have been pruned).
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("\"kind\":\"audit_pruned\"")),
+        "{lines:#?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

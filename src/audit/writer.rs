@@ -39,8 +39,15 @@ const LINGER: Duration = Duration::from_millis(20);
 const LINGER_BATCH: usize = 1024;
 /// Pause before retrying after a failed commit (so a full disk is not a busy loop).
 const RETRY_DELAY: Duration = Duration::from_millis(100);
-/// How often old events are looked for when `[gateway] audit_retention` is set.
+/// How often old events are looked for when `[gateway] audit_retention` is set, at most (see
+/// [`prune_every`]).
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The period of pruning passes for a retention: four per retention period, at most
+/// [`PRUNE_INTERVAL`] apart, so nothing stays much past its retention.
+fn prune_every(keep: Duration) -> Duration {
+    (keep / 4).min(PRUNE_INTERVAL)
+}
 /// Rows deleted per transaction (up to 256 events each): a pass never holds the writer for long
 /// while events wait.
 const PRUNE_ROWS: usize = 64;
@@ -64,17 +71,33 @@ pub(crate) struct Stats {
 /// Waits for the first job of a batch, or `deadline` (a flush or a retry is due). Returns whether
 /// the channel is closed and empty.
 ///
-/// Without a deadline it blocks on the channel. With one, it parks in short steps instead of a
-/// timed wait on the channel (which would be a reactor round with timer syscalls per batch);
-/// durable records unpark it.
-fn wait_first(rx: &Receiver<Job>, deadline: Option<Instant>, batch: &mut Vec<Job>) -> bool {
+/// Without a deadline it blocks on the channel, until `prune_at` at most (an idle log's old
+/// events are still deleted on time). With one, it parks in short steps instead of a timed wait
+/// on the channel (which would be a reactor round with timer syscalls per batch); durable
+/// records unpark it.
+fn wait_first(
+    rx: &Receiver<Job>,
+    deadline: Option<Instant>,
+    prune_at: Option<Instant>,
+    batch: &mut Vec<Job>,
+) -> bool {
     let Some(at) = deadline else {
-        return match rx.recv_blocking() {
-            Ok(j) => {
+        let received = match prune_at {
+            None => Some(rx.recv_blocking()),
+            // Idle with retention: one timer per idle wait, not per batch.
+            Some(t) => smol::block_on(smol::future::or(async { Some(rx.recv().await) }, async {
+                smol::Timer::at(t).await;
+                None
+            })),
+        };
+        return match received {
+            Some(Ok(j)) => {
                 batch.push(j);
                 false
             }
-            Err(_) => true,
+            Some(Err(_)) => true,
+            // Time to prune: the loop does it.
+            None => false,
         };
     };
     loop {
@@ -114,7 +137,7 @@ pub(crate) fn run(
     let mut unsynced_since: Option<Instant> = None;
     let mut failed_at: Option<Instant> = None;
     // With retention: when old events are next looked for (at start, then every
-    // PRUNE_INTERVAL, checked when the writer wakes for events: an idle log does not grow).
+    // `prune_every`, idle or not).
     let mut next_prune = retention.map(|_| Instant::now());
     loop {
         if let (Some(keep), Some(at)) = (retention, next_prune) {
@@ -129,7 +152,7 @@ pub(crate) fn run(
         };
         let mut batch = std::mem::take(&mut carry);
         let closed = if batch.is_empty() {
-            wait_first(&rx, deadline, &mut batch)
+            wait_first(&rx, deadline, next_prune, &mut batch)
         } else {
             false
         };
@@ -235,7 +258,8 @@ fn prune_pass(store: &Store, rx: &Receiver<Job>, keep: Duration, carry: &mut Vec
     let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
     let cutoff = rfc3339_millis(now.saturating_sub(keep_ms));
     let mut total = Pruned::default();
-    let mut next = Instant::now() + PRUNE_INTERVAL;
+    let every = prune_every(keep);
+    let mut next = Instant::now() + every;
     loop {
         match prune(store, &cutoff, PRUNE_ROWS) {
             Ok(step) => {
@@ -253,7 +277,7 @@ fn prune_pass(store: &Store, rx: &Receiver<Job>, keep: Duration, carry: &mut Vec
             Err(e) => {
                 eprintln!(
                     "portcullis: audit retention: pruning failed (retried in {}s): {e}",
-                    PRUNE_INTERVAL.as_secs()
+                    every.as_secs()
                 );
                 break;
             }
