@@ -433,7 +433,6 @@ pub(crate) fn prune(store: &Store, cutoff: &str, max_rows: usize) -> Result<Prun
         let mut audit = txn.open_table(AUDIT)?;
         let base = meta.get(META_AUDIT_BASE)?.map(|v| v.value().to_vec());
         let (mut seq, mut prev) = decode_head(base.as_deref())?;
-        pruned.through_seq = seq;
         let mut doomed = Vec::new();
         for row in audit.iter()? {
             if doomed.len() >= max_rows {

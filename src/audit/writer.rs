@@ -42,15 +42,15 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How often old events are looked for when `[gateway] audit_retention` is set, at most (see
 /// [`prune_every`]).
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// Rows deleted per transaction (up to 256 events each): a pass never holds the writer for long
+/// while events wait.
+const PRUNE_ROWS: usize = 64;
 
 /// The period of pruning passes for a retention: four per retention period, at most
 /// [`PRUNE_INTERVAL`] apart, so nothing stays much past its retention.
 fn prune_every(keep: Duration) -> Duration {
     (keep / 4).min(PRUNE_INTERVAL)
 }
-/// Rows deleted per transaction (up to 256 events each): a pass never holds the writer for long
-/// while events wait.
-const PRUNE_ROWS: usize = 64;
 
 /// One queued event.
 pub(crate) struct Job {
@@ -82,13 +82,19 @@ fn wait_first(
     batch: &mut Vec<Job>,
 ) -> bool {
     let Some(at) = deadline else {
-        let received = match prune_at {
-            None => Some(rx.recv_blocking()),
-            // Idle with retention: one timer per idle wait, not per batch.
-            Some(t) => smol::block_on(smol::future::or(async { Some(rx.recv().await) }, async {
-                smol::Timer::at(t).await;
-                None
-            })),
+        let received = match (prune_at, rx.try_recv()) {
+            (_, Ok(j)) => Some(Ok(j)),
+            (_, Err(TryRecvError::Closed)) => return true,
+            (None, Err(TryRecvError::Empty)) => Some(rx.recv_blocking()),
+            // Nothing queued, retention on: a timer, only for a wait that finds the queue
+            // empty. Such a wait follows an Immediate commit (this path has no flush pending),
+            // whose fdatasync dwarfs the timer's few system calls.
+            (Some(t), Err(TryRecvError::Empty)) => {
+                smol::block_on(smol::future::or(async { Some(rx.recv().await) }, async {
+                    smol::Timer::at(t).await;
+                    None
+                }))
+            }
         };
         return match received {
             Some(Ok(j)) => {
