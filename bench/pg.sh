@@ -9,8 +9,9 @@
 #   SKIP_BUILD=1          use the existing target/release/portcullis
 #   FORCE_INIT=1          re-run `pgbench -i -s 10` even if the data is there
 #
-# Prints TPS (and ratios), the machine's busy CPU per transaction and the added latency at one
-# client, and writes them to bench/results/pg-<date>.txt.
+# Prints TPS (and ratios: of the medians, and per round), the machine's busy CPU per transaction,
+# the proxy process's own CPU per transaction and the added latency at one client, and writes
+# them to bench/results/pg-<date>.txt.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -203,35 +204,53 @@ start_portcullis
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 TICKS_PER_S=$(getconf CLK_TCK)
 
-# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us" or "n/a n/a n/a"; cpu_us is the
-# machine's busy CPU time per transaction, in µs.
+# CPU time (user + system, all threads) of process PID so far, in clock ticks; empty if gone.
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+
+# The proxy process of a path (nothing for direct).
+proxy_pid() {
+    case $1 in
+    pgbouncer) if [[ -s $PGBOUNCER_PIDFILE ]]; then cat "$PGBOUNCER_PIDFILE"; fi ;;
+    portcullis) echo "$GATEWAY_PID" ;;
+    esac
+}
+
+# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us proxy_us" or n/a for each; cpu_us is
+# the machine's busy CPU time per transaction, proxy_us the proxy process's own, in µs.
 run_pgbench() {
     local path=$1 mode=$2 clients=$3 jobs out
     jobs=$((clients < 2 ? clients : 2))
     local args=(-n -S -M "$mode" -c "$clients" -j "$jobs" -T "$DURATION")
-    local ticks_before ticks_after
+    local ticks_before ticks_after pid proxy_before proxy_after
+    pid=$(proxy_pid "$path")
+    proxy_before=
+    if [[ -n $pid ]]; then proxy_before=$(proc_ticks "$pid"); fi
     ticks_before=$(busy_ticks)
     case $path in
     direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || out= ;;
     pgbouncer)
-        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a"; return; }
+        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || out= ;;
     portcullis)
-        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a"; return; }
+        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || out= ;;
     esac
     ticks_after=$(busy_ticks)
-    local tps lat txns cpu
+    proxy_after=
+    if [[ -n $pid ]]; then proxy_after=$(proc_ticks "$pid"); fi
+    local tps lat txns cpu proxy
     tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
     lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
     txns=$(awk '/^number of transactions actually processed: / {print $NF; exit}' <<<"$out")
     cpu=$(awk -v t="${txns:-0}" -v d=$((ticks_after - ticks_before)) -v hz="$TICKS_PER_S" \
         'BEGIN { if (t > 0) printf "%.1f", d / hz * 1e6 / t; else print "n/a" }')
+    proxy=$(awk -v t="${txns:-0}" -v a="${proxy_before:-}" -v b="${proxy_after:-}" -v hz="$TICKS_PER_S" \
+        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.1f", (b - a) / hz * 1e6 / t; else print "n/a" }')
     if [[ -z $tps ]]; then
         log "pgbench via $path ($mode, $clients clients) failed:"
         [[ -n $out ]] && sed 's/^/  | /' <<<"$out" | tail -5 >&2
     fi
-    echo "${tps:-n/a} ${lat:-n/a} ${cpu}"
+    echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy}"
 }
 
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
@@ -244,35 +263,43 @@ median() {
 }
 
 declare -A LAT
-rows=() cpu_rows=()
+rows=() cpu_rows=() proxy_rows=()
 PATHS=(direct pgbouncer portcullis)
 for mode in "${MODES[@]}"; do
     for c in "${CLIENTS[@]}"; do
         log "running $mode, $c clients, ${DURATION}s each, $ROUNDS round(s)"
         d_all=() b_all=() p_all=() dl_all=() bl_all=() pl_all=() dc_all=() bc_all=() pc_all=()
+        bx_all=() px_all=() paired=()
         # Rounds interleave the three paths, so a slow spell of the machine hits all of them, and
         # each round starts with the next path, so none always runs first (on a cold cache, or
         # right after another path's backends exit).
         for round in $(seq 1 "$ROUNDS"); do
             for k in 0 1 2; do
                 path=${PATHS[$(((round - 1 + k) % 3))]}
-                read -r tps lat cpu < <(run_pgbench "$path" "$mode" "$c")
+                read -r tps lat cpu proxy < <(run_pgbench "$path" "$mode" "$c")
                 case $path in
                 direct) d_all+=("$tps") dl_all+=("$lat") dc_all+=("$cpu") ;;
-                pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") ;;
-                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") ;;
+                pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") bx_all+=("$proxy") ;;
+                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") px_all+=("$proxy") ;;
                 esac
             done
+            # The same round's two proxies ran minutes apart at most: their ratio is less
+            # exposed to the machine's slow spells than the ratio of medians.
+            paired+=("$(ratio "${p_all[-1]}" "${b_all[-1]}")")
         done
         d_tps=$(median "${d_all[@]}") b_tps=$(median "${b_all[@]}") p_tps=$(median "${p_all[@]}")
         d_cpu=$(median "${dc_all[@]}") b_cpu=$(median "${bc_all[@]}") p_cpu=$(median "${pc_all[@]}")
+        bx=$(median "${bx_all[@]}") px=$(median "${px_all[@]}")
+        proxy_rows+=("$(printf '%-9s %7s %14s %15s %22s' "$mode" "$c" "$bx" "$px" \
+            "$(awk -v a="$px" -v b="$bx" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')")")
         cpu_rows+=("$(printf '%-9s %7s %12s %14s %15s %22s' "$mode" "$c" "$d_cpu" "$b_cpu" "$p_cpu" \
             "$(awk -v a="$p_cpu" -v b="$b_cpu" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')")")
         rows+=("$(printf '%-9s %7s %12s %14s %15s %18s %21s' "$mode" "$c" "$(fmt_tps "$d_tps")" \
             "$(fmt_tps "$b_tps")" "$(fmt_tps "$p_tps")" "$(ratio "$p_tps" "$d_tps")" "$(ratio "$p_tps" "$b_tps")")")
         if [[ $ROUNDS -gt 1 ]]; then
-            rows+=("$(printf '  rounds: direct %s | pgbouncer %s | portcullis %s' \
-                "$(printf '%.0f ' "${d_all[@]/n\/a/0}")" "$(printf '%.0f ' "${b_all[@]/n\/a/0}")" "$(printf '%.0f ' "${p_all[@]/n\/a/0}")")")
+            rows+=("$(printf '  rounds: direct %s | pgbouncer %s | portcullis %s | portcullis/pgbouncer per round %s(median %s)' \
+                "$(printf '%.0f ' "${d_all[@]/n\/a/0}")" "$(printf '%.0f ' "${b_all[@]/n\/a/0}")" "$(printf '%.0f ' "${p_all[@]/n\/a/0}")" \
+                "$(printf '%s ' "${paired[@]}")" "$(median "${paired[@]}")")")
         fi
         if [[ $c == 1 ]]; then
             LAT[$mode]="$(median "${dl_all[@]}") $(median "${bl_all[@]}") $(median "${pl_all[@]}")"
@@ -294,6 +321,10 @@ OUT=$OUT_DIR/pg-$(date +%Y%m%d-%H%M%S).txt
     echo "machine CPU per transaction, µs (all processes: pgbench, backends, proxy; /proc/stat busy time ÷ transactions; median):"
     printf '%-9s %7s %12s %14s %15s %22s\n' mode clients direct pgbouncer portcullis "portcullis-pgbouncer"
     printf '%s\n' "${cpu_rows[@]}"
+    echo
+    echo "proxy process CPU per transaction, µs (user + system time of all its threads ÷ transactions; median):"
+    printf '%-9s %7s %14s %15s %22s\n' mode clients pgbouncer portcullis "portcullis-pgbouncer"
+    printf '%s\n' "${proxy_rows[@]}"
     echo
     echo "latency at 1 client (pgbench \"latency average\"):"
     printf '%-9s %12s %14s %15s %22s %22s\n' mode "direct ms" "pgbouncer ms" "portcullis ms" "portcullis-direct µs" "pgbouncer-direct µs"
