@@ -84,9 +84,9 @@ fn main() {
                         let ev = Event::with_room("statement", 64 + ids.len() + statement.len())
                             .encoded(&ids)
                             .encoded(&statement)
-                            .encoded_bool("executed", true)
-                            .encoded_uint("duration_us", 180)
-                            .encoded_uint("rows", 1);
+                            .encoded_bool(portcullis::audit_key!("executed"), true)
+                            .encoded_uint(portcullis::audit_key!("duration_us"), 180)
+                            .encoded_uint(portcullis::audit_key!("rows"), 1);
                         smol::block_on(audit.record(ev)).expect("record");
                         sent += 1;
                     }

@@ -107,22 +107,19 @@ const NEEDS_LOOK: [bool; 256] = {
     t
 };
 
-/// Whether a byte of `bytes` is in [`NEEDS_LOOK`], eight at a time.
+/// Whether a byte of `bytes` is in [`NEEDS_LOOK`]: eight at a time, the last eight overlapping
+/// the word before if the length is not a multiple of eight; byte by byte below eight.
 fn needs_look(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            return true;
-        };
-        if word_needs_look(u64::from_le_bytes(word)) {
-            return true;
-        }
-    }
-    let rest = words.remainder();
-    // The last few bytes, padded with a byte that needs no look.
-    let mut last = [b'_'; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    !rest.is_empty() && word_needs_look(u64::from_le_bytes(last))
+    let word_at = |i: usize| {
+        bytes
+            .get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .is_none_or(|w| word_needs_look(u64::from_le_bytes(w)))
+    };
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.iter().any(|&b| NEEDS_LOOK[usize::from(b)]);
+    };
+    (0..last).step_by(8).any(word_at) || word_at(last)
 }
 
 /// Whether one of the eight bytes of `w` is in [`NEEDS_LOOK`]: below 0x20, `"`, `\\`, 0x7F or
@@ -150,7 +147,68 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+    // ASCII digits: pushed as characters, no UTF-8 validation of the buffer.
+    out.reserve(buf.len() - at);
+    for &digit in &buf[at..] {
+        out.push(char::from(digit));
+    }
+}
+
+/// Whether `name` can be written as a key without a look (see [`Key`](super::Key)): 1 to 64
+/// bytes of `a-z`, `0-9` and `_`, and not one of [`RESERVED`].
+pub(super) const fn is_plain_key(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > 64 {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit() || b[i] == b'_') {
+            return false;
+        }
+        i += 1;
+    }
+    let mut r = 0;
+    while r < RESERVED.len() {
+        if bytes_eq(RESERVED[r].as_bytes(), b) {
+            return false;
+        }
+        r += 1;
+    }
+    true
+}
+
+/// Whether `rendered` is `,"name":`.
+pub(super) const fn renders_key(name: &str, rendered: &str) -> bool {
+    let (n, r) = (name.as_bytes(), rendered.as_bytes());
+    if r.len() != n.len() + 4 || r[0] != b',' || r[1] != b'"' {
+        return false;
+    }
+    if r[r.len() - 2] != b'"' || r[r.len() - 1] != b':' {
+        return false;
+    }
+    let mut i = 0;
+    while i < n.len() {
+        if r[i + 2] != n[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// `s` cut to at most [`MAX_STR_BYTES`] at a character boundary, with a marker if cut.
@@ -165,7 +223,7 @@ fn capped(s: &str) -> std::borrow::Cow<'_, str> {
     format!("{}...[truncated {} bytes]", &s[..end], s.len() - end).into()
 }
 
-fn push_value(out: &mut String, v: &Value) {
+pub(super) fn push_value(out: &mut String, v: &Value) {
     match v {
         Value::Str(s) => push_json_str(out, &capped(s)),
         Value::Int(n) => {

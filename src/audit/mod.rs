@@ -83,6 +83,48 @@ impl Encoded {
     }
 }
 
+/// A field name for the `encoded_*` methods of [`Event`], written as `,"name":` into the line
+/// without a look at run time: [`audit_key!`](crate::audit_key) renders and checks it when the
+/// program is compiled (plain ASCII that needs no escape, and not a name the line itself uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    name: &'static str,
+    rendered: &'static str,
+}
+
+impl Key {
+    /// Use [`audit_key!`](crate::audit_key), which calls this in a constant: a bad name is a
+    /// compile error. Panics unless `name` is 1 to 64 bytes of `a-z`, `0-9` and `_`, not `seq`,
+    /// `ts`, `kind` or `prev`, and `rendered` is `,"name":`.
+    #[doc(hidden)]
+    pub const fn checked(name: &'static str, rendered: &'static str) -> Key {
+        assert!(
+            format::is_plain_key(name),
+            "an audit key is 1 to 64 bytes of a-z, 0-9 and _, and not seq, ts, kind or prev"
+        );
+        assert!(
+            format::renders_key(name, rendered),
+            "a key renders as ,\"name\":"
+        );
+        Key { name, rendered }
+    }
+
+    /// The field's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// The [`Key`] `name`, checked when the program is compiled: `audit_key!("rows")`.
+#[macro_export]
+macro_rules! audit_key {
+    ($name:literal) => {{
+        const KEY: $crate::audit::Key =
+            $crate::audit::Key::checked($name, concat!(",\"", $name, "\":"));
+        KEY
+    }};
+}
+
 /// One audit event: a kind (`"session_start"`, `"statement"`, `"token_issued"`, ...) and named
 /// fields, written in order. Field names `seq`, `ts`, `kind` and `prev` are taken by the line and
 /// get a leading `_`. Strings longer than [`MAX_STR_BYTES`] are cut and marked.
@@ -124,58 +166,55 @@ impl Event {
         self
     }
     /// [`Event::uint`], encoded at once (see [`Event::encoded`] for the order).
-    pub fn encoded_uint(self, k: &'static str, v: u64) -> Event {
+    pub fn encoded_uint(self, k: Key, v: u64) -> Event {
         self.encode_now(k, Value::UInt(v))
     }
     /// [`Event::bool`], encoded at once (see [`Event::encoded`] for the order).
-    pub fn encoded_bool(self, k: &'static str, v: bool) -> Event {
+    pub fn encoded_bool(self, k: Key, v: bool) -> Event {
         self.encode_now(k, Value::Bool(v))
     }
     /// [`Event::str`], encoded at once from a borrowed string (see [`Event::encoded`] for the
     /// order).
-    pub fn encoded_str(mut self, k: &'static str, v: &str) -> Event {
+    pub fn encoded_str(mut self, k: Key, v: &str) -> Event {
         if !self.fields.is_empty() {
-            return self.str(k, v);
+            return self.str(k.name, v);
         }
-        format::push_key(&mut self.encoded, k);
+        self.encoded.push_str(k.rendered);
         format::push_str_value(&mut self.encoded, v);
         self
     }
     /// [`Event::opt_str`], encoded at once (see [`Event::encoded`] for the order).
-    pub fn encoded_opt_str(self, k: &'static str, v: Option<&str>) -> Event {
+    pub fn encoded_opt_str(self, k: Key, v: Option<&str>) -> Event {
         match v {
             Some(v) => self.encoded_str(k, v),
             None => self.encode_now(k, Value::Null),
         }
     }
     /// [`Event::names`], encoded at once (see [`Event::encoded`] for the order).
-    pub fn encoded_names(
-        mut self,
-        k: &'static str,
-        v: impl IntoIterator<Item = &'static str>,
-    ) -> Event {
+    pub fn encoded_names(mut self, k: Key, v: impl IntoIterator<Item = &'static str>) -> Event {
         if !self.fields.is_empty() {
-            return self.names(k, v);
+            return self.names(k.name, v);
         }
-        format::push_key(&mut self.encoded, k);
+        self.encoded.push_str(k.rendered);
         format::push_list_iter(&mut self.encoded, v);
         self
     }
     /// [`Event::list`], encoded at once from borrowed items (see [`Event::encoded`] for the
     /// order).
-    pub fn encoded_list(mut self, k: &'static str, v: &[String]) -> Event {
+    pub fn encoded_list(mut self, k: Key, v: &[String]) -> Event {
         if !self.fields.is_empty() {
-            return self.list(k, v.to_vec());
+            return self.list(k.name, v.to_vec());
         }
-        format::push_key(&mut self.encoded, k);
+        self.encoded.push_str(k.rendered);
         format::push_list_iter(&mut self.encoded, v.iter().map(String::as_str));
         self
     }
-    fn encode_now(mut self, k: &'static str, v: Value) -> Event {
+    fn encode_now(mut self, k: Key, v: Value) -> Event {
         if self.fields.is_empty() {
-            format::push_fields(&mut self.encoded, &[(k, v)]);
+            self.encoded.push_str(k.rendered);
+            format::push_value(&mut self.encoded, &v);
         } else {
-            self.fields.push((k, v));
+            self.fields.push((k.name, v));
         }
         self
     }

@@ -21,6 +21,7 @@ mod hold;
 mod relay;
 mod worker;
 use crate::audit::{Encoded, Event};
+use crate::audit_key;
 use crate::config::{Action, Identity, Target};
 use crate::net::stream::Stream;
 use crate::net::sync_conn::SyncConn;
@@ -583,16 +584,16 @@ impl Session {
         };
         // Unanswered (the session ended first): whether it ran is not known, so no `executed`.
         let ev = if c.answered {
-            ev.encoded_bool("executed", c.executed)
+            ev.encoded_bool(audit_key!("executed"), c.executed)
         } else {
-            ev.encoded_bool("answered", false)
+            ev.encoded_bool(audit_key!("answered"), false)
         };
         let mut ev = ev.encoded_uint(
-            "duration_us",
+            audit_key!("duration_us"),
             u64::try_from(c.elapsed.as_micros()).unwrap_or(u64::MAX),
         );
         if let Some(rows) = c.rows {
-            ev = ev.encoded_uint("rows", rows);
+            ev = ev.encoded_uint(audit_key!("rows"), rows);
         }
         if let Some((code, msg)) = c.error {
             ev = ev.str("error_code", code).str("error", msg);
@@ -604,13 +605,13 @@ impl Session {
     /// strings itself, and marks them).
     fn statement_fields(&self, ev: Event, info: &Classified) -> Event {
         let masked = lock(&self.pipeline).mask_for_audit(&info.text);
-        ev.encoded_str("protocol", info.protocol)
-            .encoded_str("text", masked.as_deref().unwrap_or(&info.text))
-            .encoded_names("kinds", info.kinds.iter().map(StmtKind::as_str))
-            .encoded_list("tables", &info.tables)
-            .encoded_names("flags", info.flags.names())
-            .encoded_str("decision", "allow")
-            .encoded_opt_str("rule", info.rule.as_deref())
+        ev.encoded_str(audit_key!("protocol"), info.protocol)
+            .encoded_str(audit_key!("text"), masked.as_deref().unwrap_or(&info.text))
+            .encoded_names(audit_key!("kinds"), info.kinds.iter().map(StmtKind::as_str))
+            .encoded_list(audit_key!("tables"), &info.tables)
+            .encoded_names(audit_key!("flags"), info.flags.names())
+            .encoded_str(audit_key!("decision"), "allow")
+            .encoded_opt_str(audit_key!("rule"), info.rule.as_deref())
     }
 
     /// Queues `ev` if the audit queue has room (the common case: no future, no wait). Gives it
