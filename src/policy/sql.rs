@@ -633,7 +633,14 @@ impl<'a> Cx<'a> {
                 i + 1
             }
             T::QIdent => {
-                out.push_str(&raw.get(1..raw.len().checked_sub(1)?)?.replace("\"\"", "\""));
+                let body = raw.get(1..raw.len().checked_sub(1)?)?;
+                // ORMs quote every name: the common one has no doubled quote to undo, and is
+                // copied without building a new string.
+                if body.contains('"') {
+                    out.push_str(&body.replace("\"\"", "\""));
+                } else {
+                    out.push_str(body);
+                }
                 i + 1
             }
             T::UIdent => {
