@@ -127,7 +127,7 @@ impl StmtKind {
     /// Whether a statement of this kind may change data or the schema, so that its audit event must
     /// be durable before it is forwarded. `Select` is counted as a read even though a called function
     /// could write; read-only sessions (`read_only` on a target) close that gap on the server side.
-    pub fn may_write(self) -> bool {
+    pub const fn may_write(self) -> bool {
         !matches!(
             self,
             StmtKind::Select
@@ -174,13 +174,42 @@ impl KindSet {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// The kinds in the set, in [`StmtKind::ALL`] order (bit `i` is `ALL[i]`): one step per kind
+    /// in the set, not per kind there is (this runs several times per statement and rule).
     pub fn iter(self) -> impl Iterator<Item = StmtKind> {
-        StmtKind::ALL.into_iter().filter(move |k| self.contains(*k))
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            let at = bits.trailing_zeros();
+            bits &= bits.wrapping_sub(1);
+            StmtKind::ALL.get(usize::try_from(at).ok()?).copied()
+        })
     }
     pub fn may_write(self) -> bool {
-        self.iter().any(StmtKind::may_write)
+        self.0 & KindSet::WRITES.0 != 0
     }
+    /// Every kind that [`StmtKind::may_write`].
+    const WRITES: KindSet = {
+        let mut set = 0u32;
+        let mut i = 0;
+        while i < StmtKind::ALL.len() {
+            if StmtKind::ALL[i].may_write() {
+                set |= 1 << (StmtKind::ALL[i] as u8);
+            }
+            i += 1;
+        }
+        KindSet(set)
+    };
 }
+
+// `KindSet::iter` reads bit `i` as `StmtKind::ALL[i]`; and a set's bits fit its u32.
+const _: () = {
+    let mut i = 0;
+    while i < StmtKind::ALL.len() {
+        assert!(StmtKind::ALL[i] as usize == i);
+        i += 1;
+    }
+    assert!(StmtKind::ALL.len() <= 32);
+};
 
 /// Facts about a statement that rules can match on (`flags = ["no_where"]`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -282,6 +311,34 @@ impl Statement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_sets_list_their_kinds_in_order_and_know_writes() {
+        // Every single kind, every pair, and a few larger sets.
+        let mut sets: Vec<Vec<StmtKind>> = StmtKind::ALL.iter().map(|k| vec![*k]).collect();
+        for a in StmtKind::ALL {
+            for b in StmtKind::ALL {
+                if (a as u8) < (b as u8) {
+                    sets.push(vec![a, b]);
+                }
+            }
+        }
+        sets.push(StmtKind::ALL.to_vec());
+        sets.push(StmtKind::ALL.iter().copied().step_by(3).collect());
+        sets.push(Vec::new());
+        for kinds in sets {
+            let mut set = KindSet::empty();
+            for k in &kinds {
+                set.insert(*k);
+            }
+            assert_eq!(set.iter().collect::<Vec<_>>(), kinds);
+            assert_eq!(
+                set.may_write(),
+                kinds.iter().any(|k| k.may_write()),
+                "{kinds:?}"
+            );
+        }
+    }
 
     #[test]
     fn kind_names_round_trip() {
