@@ -122,7 +122,7 @@ fn needs_look(bytes: &[u8]) -> bool {
     (0..last).step_by(8).any(word_at) || word_at(last)
 }
 
-/// Whether one of the eight bytes of `w` is in [`NEEDS_LOOK`]: below 0x20, `"`, `\\`, 0x7F or
+/// Whether one of the eight bytes of `w` is in [`NEEDS_LOOK`]: below 0x20, `"`, `\`, 0x7F or
 /// 0xE2. Exact, not a filter: `(v - 0x01..) & !v & 0x80..` has a high bit set iff some byte of
 /// `v` is zero (with `0x20..` subtracted: iff some byte is below 0x20, valid for bounds up to
 /// 0x80); a byte equal to `b` is a zero byte of `v ^ b..`.
