@@ -1215,13 +1215,30 @@ pub fn tcp_sockets_of(pid: u32) -> Vec<TcpRow> {
 /// Asserts that `pid` holds exactly one established connection on each side of a relayed
 /// session (accepted on `listen_port`, dialled to `upstream_port`) and that both have a keepalive
 /// timer due within `within_ticks` (1/100 s; the kernel's default would be two hours).
+///
+/// A socket shows one timer at a time: while data it sent is unacknowledged (a busy machine
+/// can delay the ACK, even on loopback) it shows the retransmission timer (kind 1), and the
+/// keepalive timer again once that data is acknowledged. So the table is read again, up to
+/// 10 s, while a leg shows the retransmission timer; a socket without keepalive then shows no
+/// timer (kind 0) and fails.
 pub fn assert_keepalive_on_both_legs(
     pid: u32,
     listen_port: u16,
     upstream_port: u16,
     within_ticks: u64,
 ) {
-    let rows = tcp_sockets_of(pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut rows = tcp_sockets_of(pid);
+    while std::time::Instant::now() < deadline
+        && rows.iter().any(|r| {
+            r.established
+                && r.timer == 1
+                && (r.local_port == listen_port || r.remote_port == upstream_port)
+        })
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        rows = tcp_sockets_of(pid);
+    }
     let client: Vec<&TcpRow> = rows
         .iter()
         .filter(|r| r.established && r.local_port == listen_port)
