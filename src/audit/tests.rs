@@ -1245,3 +1245,33 @@ fn writer_without_retention_keeps_every_event() {
     assert_eq!(base_of(&store), None);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn word_scan_escapes_exactly_what_the_reference_escapes() {
+    // `push_json_str` skips clean runs eight bytes at a time: every ASCII character and the
+    // multi-byte ones that share or neighbour the E2 lead byte, at every offset of a word and
+    // across word boundaries.
+    let mut specials: Vec<char> = (0u8..0x80).map(char::from).collect();
+    specials.extend([
+        '\u{2028}', '\u{2029}', '\u{2027}', '\u{202a}', '€', '\u{2000}', 'é', '\u{80}', '😀',
+    ]);
+    for c in &specials {
+        for at in 0..17 {
+            for tail in [0, 1, 9] {
+                let s = format!("{}{c}{}", "a".repeat(at), "b".repeat(tail));
+                let mut got = String::new();
+                super::format::push_json_str(&mut got, &s);
+                assert_eq!(got, escape_reference(&s), "{s:?}");
+            }
+        }
+    }
+    // Two specials in one word, and long clean runs.
+    for a in &specials {
+        for b in &specials {
+            let s = format!("xy{a}{b}zzzzzzzzzzzzzzzz");
+            let mut got = String::new();
+            super::format::push_json_str(&mut got, &s);
+            assert_eq!(got, escape_reference(&s), "{s:?}");
+        }
+    }
+}
