@@ -135,6 +135,10 @@ pub struct Gateway {
     /// The SSH gateway's host key (`data_dir/ssh_host_ed25519_key`, created at first start).
     pub ssh_host_key: Option<Arc<crate::ssh_gateway::host_key::HostKey>>,
     mask_key: [u8; 32],
+    /// The `[gateway]` section the gateway started with: what the keys read only at start
+    /// (`config::Gateway::start_only_changes`) run with until the next start, whatever reloads
+    /// came since.
+    started: config::Gateway,
 }
 
 pub fn now_unix() -> u64 {
@@ -219,17 +223,13 @@ impl Gateway {
     }
 
     /// Load the policy file again. A bad file is refused and the old policy keeps serving.
-    /// Returns the `[gateway]` keys the new file changes that only take effect at the next
-    /// start (see `Gateway::start_only_changes`).
+    /// Returns the `[gateway]` keys read only at start whose value in the new file differs from
+    /// the one the gateway runs with (see `Gateway::start_only_changes`).
     pub fn reload(&self) -> Result<Vec<&'static str>, String> {
         let policy = config::load(&self.config_path).map_err(|e| e.to_string())?;
         let loaded = Loaded::build(policy, self.mask_key)?;
         let policy = loaded.policy.clone();
-        let at_restart = self
-            .loaded()
-            .policy
-            .gateway
-            .start_only_changes(&policy.gateway);
+        let at_restart = self.started.start_only_changes(&policy.gateway);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         self.policy_generation.fetch_add(1, Ordering::Release);
         // Sessions whose identity or target is gone end now.
@@ -284,6 +284,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let audit_queue = policy.gateway.audit_queue;
     let audit_retention = policy.gateway.audit_retention;
     let data_dir = policy.gateway.data_dir.clone();
+    let started = policy.gateway.clone();
     let webhook_tls = match (&policy.webhooks_ca(), policy.gateway.webhooks.is_empty()) {
         (_, true) => None,
         (ca, false) => tls::client_config(crate::config::UpstreamTls::VerifyFull, ca.as_deref())
@@ -327,6 +328,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         pg_workers,
         ssh_host_key: Some(Arc::new(ssh_host_key)),
         mask_key,
+        started,
     });
 
     let control = {
