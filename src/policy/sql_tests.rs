@@ -821,3 +821,33 @@ fn never_panics_on_any_prefix_of_tricky_queries() {
         }
     }
 }
+
+/// `classify` keeps its token buffer on the thread between statements: what one statement left
+/// in it must not change the next one's result, and a huge statement's buffer is let go.
+#[test]
+fn the_kept_token_buffer_changes_no_result() {
+    let statements = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+        "update t set a = (select max(b) from u where u.c = t.c); delete from v",
+        "",
+        "SELECT 1; SELECT 'unterminated",
+        "insert into a select * from b",
+        "x",
+    ];
+    let fresh: Vec<Vec<Statement>> = statements
+        .iter()
+        .map(|s| classify_with(s, &mut Vec::new()))
+        .collect();
+    // Every order of two, so each statement follows a longer and a shorter one.
+    for (i, a) in statements.iter().enumerate() {
+        for (j, b) in statements.iter().enumerate() {
+            assert_eq!(classify(a), fresh[i], "{a:?} after {b:?}");
+            assert_eq!(classify(b), fresh[j], "{b:?} after {a:?}");
+        }
+    }
+    let huge = "select a, ".repeat(MAX_KEPT_TOKENS) + "b from t";
+    assert_eq!(classify(&huge), classify_with(&huge, &mut Vec::new()));
+    TOKENS.with(|cell| assert!(cell.borrow().capacity() <= MAX_KEPT_TOKENS));
+    classify(statements[0]);
+    TOKENS.with(|cell| assert!(cell.borrow().capacity() > 0));
+}
