@@ -207,6 +207,18 @@ TICKS_PER_S=$(getconf CLK_TCK)
 # CPU time (user + system, all threads) of process PID so far, in clock ticks; empty if gone.
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
 
+# CPU time (user + system) of process PID's threads named NAME so far, in clock ticks; empty if
+# there are none.
+thread_ticks() {
+    local pid=$1 name=$2 task total= comm
+    for task in /proc/"$pid"/task/*; do
+        comm=$(cat "$task/comm" 2>/dev/null) || continue
+        [[ $comm == "$name" ]] || continue
+        total=$(( ${total:-0} + $(awk '{ print $14 + $15 }' "$task/stat" 2>/dev/null || echo 0) ))
+    done
+    echo "$total"
+}
+
 # The proxy process of a path (nothing for direct).
 proxy_pid() {
     case $1 in
@@ -215,30 +227,33 @@ proxy_pid() {
     esac
 }
 
-# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us proxy_us" or n/a for each; cpu_us is
-# the machine's busy CPU time per transaction, proxy_us the proxy process's own, in µs.
+# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us proxy_us writer_us" or n/a for each;
+# cpu_us is the machine's busy CPU time per transaction, proxy_us the proxy process's own,
+# writer_us the part of it spent by portcullis's audit writer thread, in µs.
 run_pgbench() {
     local path=$1 mode=$2 clients=$3 jobs out
     jobs=$((clients < 2 ? clients : 2))
     local args=(-n -S -M "$mode" -c "$clients" -j "$jobs" -T "$DURATION")
-    local ticks_before ticks_after pid proxy_before proxy_after
+    local ticks_before ticks_after pid proxy_before proxy_after writer_before= writer_after=
     pid=$(proxy_pid "$path")
     proxy_before=
     if [[ -n $pid ]]; then proxy_before=$(proc_ticks "$pid"); fi
+    if [[ $path == portcullis && -n $pid ]]; then writer_before=$(thread_ticks "$pid" audit-writer); fi
     ticks_before=$(busy_ticks)
     case $path in
     direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || out= ;;
     pgbouncer)
-        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a"; return; }
+        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || out= ;;
     portcullis)
-        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a"; return; }
+        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || out= ;;
     esac
     ticks_after=$(busy_ticks)
     proxy_after=
     if [[ -n $pid ]]; then proxy_after=$(proc_ticks "$pid"); fi
-    local tps lat txns cpu proxy
+    if [[ -n $writer_before ]]; then writer_after=$(thread_ticks "$pid" audit-writer); fi
+    local tps lat txns cpu proxy writer
     tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
     lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
     txns=$(awk '/^number of transactions actually processed: / {print $NF; exit}' <<<"$out")
@@ -246,11 +261,13 @@ run_pgbench() {
         'BEGIN { if (t > 0) printf "%.1f", d / hz * 1e6 / t; else print "n/a" }')
     proxy=$(awk -v t="${txns:-0}" -v a="${proxy_before:-}" -v b="${proxy_after:-}" -v hz="$TICKS_PER_S" \
         'BEGIN { if (t > 0 && a != "" && b != "") printf "%.1f", (b - a) / hz * 1e6 / t; else print "n/a" }')
+    writer=$(awk -v t="${txns:-0}" -v a="${writer_before:-}" -v b="${writer_after:-}" -v hz="$TICKS_PER_S" \
+        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.1f", (b - a) / hz * 1e6 / t; else print "n/a" }')
     if [[ -z $tps ]]; then
         log "pgbench via $path ($mode, $clients clients) failed:"
         [[ -n $out ]] && sed 's/^/  | /' <<<"$out" | tail -5 >&2
     fi
-    echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy}"
+    echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy} ${writer}"
 }
 
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
@@ -269,18 +286,18 @@ for mode in "${MODES[@]}"; do
     for c in "${CLIENTS[@]}"; do
         log "running $mode, $c clients, ${DURATION}s each, $ROUNDS round(s)"
         d_all=() b_all=() p_all=() dl_all=() bl_all=() pl_all=() dc_all=() bc_all=() pc_all=()
-        bx_all=() px_all=() paired=()
+        bx_all=() px_all=() pw_all=() paired=()
         # Rounds interleave the three paths, so a slow spell of the machine hits all of them, and
         # each round starts with the next path, so none always runs first (on a cold cache, or
         # right after another path's backends exit).
         for round in $(seq 1 "$ROUNDS"); do
             for k in 0 1 2; do
                 path=${PATHS[$(((round - 1 + k) % 3))]}
-                read -r tps lat cpu proxy < <(run_pgbench "$path" "$mode" "$c")
+                read -r tps lat cpu proxy writer < <(run_pgbench "$path" "$mode" "$c")
                 case $path in
                 direct) d_all+=("$tps") dl_all+=("$lat") dc_all+=("$cpu") ;;
                 pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") bx_all+=("$proxy") ;;
-                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") px_all+=("$proxy") ;;
+                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") px_all+=("$proxy") pw_all+=("$writer") ;;
                 esac
             done
             # The same round's two proxies ran minutes apart at most: their ratio is less
@@ -289,9 +306,9 @@ for mode in "${MODES[@]}"; do
         done
         d_tps=$(median "${d_all[@]}") b_tps=$(median "${b_all[@]}") p_tps=$(median "${p_all[@]}")
         d_cpu=$(median "${dc_all[@]}") b_cpu=$(median "${bc_all[@]}") p_cpu=$(median "${pc_all[@]}")
-        bx=$(median "${bx_all[@]}") px=$(median "${px_all[@]}")
-        proxy_rows+=("$(printf '%-9s %7s %14s %15s %22s' "$mode" "$c" "$bx" "$px" \
-            "$(awk -v a="$px" -v b="$bx" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')")")
+        bx=$(median "${bx_all[@]}") px=$(median "${px_all[@]}") pw=$(median "${pw_all[@]}")
+        proxy_rows+=("$(printf '%-9s %7s %14s %15s %22s %20s' "$mode" "$c" "$bx" "$px" \
+            "$(awk -v a="$px" -v b="$bx" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')" "$pw")")
         cpu_rows+=("$(printf '%-9s %7s %12s %14s %15s %22s' "$mode" "$c" "$d_cpu" "$b_cpu" "$p_cpu" \
             "$(awk -v a="$p_cpu" -v b="$b_cpu" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')")")
         rows+=("$(printf '%-9s %7s %12s %14s %15s %18s %21s' "$mode" "$c" "$(fmt_tps "$d_tps")" \
@@ -323,7 +340,7 @@ OUT=$OUT_DIR/pg-$(date +%Y%m%d-%H%M%S).txt
     printf '%s\n' "${cpu_rows[@]}"
     echo
     echo "proxy process CPU per transaction, µs (user + system time of all its threads ÷ transactions; median):"
-    printf '%-9s %7s %14s %15s %22s\n' mode clients pgbouncer portcullis "portcullis-pgbouncer"
+    printf '%-9s %7s %14s %15s %22s %20s\n' mode clients pgbouncer portcullis "portcullis-pgbouncer" "of it audit writer"
     printf '%s\n' "${proxy_rows[@]}"
     echo
     echo "latency at 1 client (pgbench \"latency average\"):"
