@@ -204,19 +204,31 @@ start_portcullis
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 TICKS_PER_S=$(getconf CLK_TCK)
 
+# User + system CPU time in a /proc stat FILE (a process's or a thread's), in clock ticks; empty
+# if it is gone.
+stat_ticks() { awk '{ print $14 + $15 }' "$1" 2>/dev/null; }
+
 # CPU time (user + system, all threads) of process PID so far, in clock ticks; empty if gone.
-proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+proc_ticks() { stat_ticks "/proc/$1/stat"; }
 
 # CPU time (user + system) of process PID's threads named NAME so far, in clock ticks; empty if
 # there are none.
 thread_ticks() {
-    local pid=$1 name=$2 task total= comm
+    local pid=$1 name=$2 task total= comm ticks
     for task in /proc/"$pid"/task/*; do
         comm=$(cat "$task/comm" 2>/dev/null) || continue
         [[ $comm == "$name" ]] || continue
-        total=$(( ${total:-0} + $(awk '{ print $14 + $15 }' "$task/stat" 2>/dev/null || echo 0) ))
+        ticks=$(stat_ticks "$task/stat")
+        total=$(( ${total:-0} + ${ticks:-0} ))
     done
     echo "$total"
+}
+
+# us_per_tx TRANSACTIONS TICKS_BEFORE TICKS_AFTER: the CPU time between the two readings per
+# transaction, in µs; n/a without transactions or a reading.
+us_per_tx() {
+    awk -v t="${1:-0}" -v a="${2:-}" -v b="${3:-}" -v hz="$TICKS_PER_S" \
+        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.1f", (b - a) / hz * 1e6 / t; else print "n/a" }'
 }
 
 # The proxy process of a path (nothing for direct).
@@ -257,12 +269,9 @@ run_pgbench() {
     tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
     lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
     txns=$(awk '/^number of transactions actually processed: / {print $NF; exit}' <<<"$out")
-    cpu=$(awk -v t="${txns:-0}" -v d=$((ticks_after - ticks_before)) -v hz="$TICKS_PER_S" \
-        'BEGIN { if (t > 0) printf "%.1f", d / hz * 1e6 / t; else print "n/a" }')
-    proxy=$(awk -v t="${txns:-0}" -v a="${proxy_before:-}" -v b="${proxy_after:-}" -v hz="$TICKS_PER_S" \
-        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.1f", (b - a) / hz * 1e6 / t; else print "n/a" }')
-    writer=$(awk -v t="${txns:-0}" -v a="${writer_before:-}" -v b="${writer_after:-}" -v hz="$TICKS_PER_S" \
-        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.1f", (b - a) / hz * 1e6 / t; else print "n/a" }')
+    cpu=$(us_per_tx "$txns" "$ticks_before" "$ticks_after")
+    proxy=$(us_per_tx "$txns" "$proxy_before" "$proxy_after")
+    writer=$(us_per_tx "$txns" "$writer_before" "$writer_after")
     if [[ -z $tps ]]; then
         log "pgbench via $path ($mode, $clients clients) failed:"
         [[ -n $out ]] && sed 's/^/  | /' <<<"$out" | tail -5 >&2
