@@ -202,6 +202,11 @@ start_portcullis
 # Busy CPU time of the whole machine so far, in clock ticks (user+nice+system+irq+softirq+steal
 # from /proc/stat): every process a run wakes (pgbench, the backends, the proxy) is counted.
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# Page faults of the whole machine so far (/proc/vmstat pgfault). A PostgreSQL backend that is
+# new maps each shared buffer it reads with a fault of its own; pgbouncer's pooled server
+# connections were mapped by earlier runs: this count shows how much of a path's work that is.
+fault_count() { awk '$1 == "pgfault" { print $2; exit }' /proc/vmstat; }
 TICKS_PER_S=$(getconf CLK_TCK)
 
 # User + system CPU time in a /proc stat FILE (a process's or a thread's), in clock ticks; empty
@@ -239,44 +244,50 @@ proxy_pid() {
     esac
 }
 
-# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us proxy_us writer_us" or n/a for each;
-# cpu_us is the machine's busy CPU time per transaction, proxy_us the proxy process's own,
-# writer_us the part of it spent by portcullis's audit writer thread, in µs.
+# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us proxy_us writer_us faults" or n/a for
+# each; cpu_us is the machine's busy CPU time per transaction, proxy_us the proxy process's own,
+# writer_us the part of it spent by portcullis's audit writer thread, in µs; faults the machine's
+# page faults per transaction.
 run_pgbench() {
     local path=$1 mode=$2 clients=$3 jobs out
     jobs=$((clients < 2 ? clients : 2))
     local args=(-n -S -M "$mode" -c "$clients" -j "$jobs" -T "$DURATION")
     local ticks_before ticks_after pid proxy_before proxy_after writer_before= writer_after=
+    local faults_before faults_after
     pid=$(proxy_pid "$path")
     proxy_before=
     if [[ -n $pid ]]; then proxy_before=$(proc_ticks "$pid"); fi
     if [[ $path == portcullis && -n $pid ]]; then writer_before=$(thread_ticks "$pid" audit-writer); fi
+    faults_before=$(fault_count)
     ticks_before=$(busy_ticks)
     case $path in
     direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || out= ;;
     pgbouncer)
-        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a n/a"; return; }
+        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || out= ;;
     portcullis)
-        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a n/a"; return; }
+        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || out= ;;
     esac
     ticks_after=$(busy_ticks)
+    faults_after=$(fault_count)
     proxy_after=
     if [[ -n $pid ]]; then proxy_after=$(proc_ticks "$pid"); fi
     if [[ -n $writer_before ]]; then writer_after=$(thread_ticks "$pid" audit-writer); fi
-    local tps lat txns cpu proxy writer
+    local tps lat txns cpu proxy writer faults
     tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
     lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
     txns=$(awk '/^number of transactions actually processed: / {print $NF; exit}' <<<"$out")
     cpu=$(us_per_tx "$txns" "$ticks_before" "$ticks_after")
     proxy=$(us_per_tx "$txns" "$proxy_before" "$proxy_after")
     writer=$(us_per_tx "$txns" "$writer_before" "$writer_after")
+    faults=$(awk -v t="${txns:-0}" -v a="${faults_before:-}" -v b="${faults_after:-}" \
+        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.2f", (b - a) / t; else print "n/a" }')
     if [[ -z $tps ]]; then
         log "pgbench via $path ($mode, $clients clients) failed:"
         [[ -n $out ]] && sed 's/^/  | /' <<<"$out" | tail -5 >&2
     fi
-    echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy} ${writer}"
+    echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy} ${writer} ${faults}"
 }
 
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
@@ -289,24 +300,24 @@ median() {
 }
 
 declare -A LAT
-rows=() cpu_rows=() proxy_rows=()
+rows=() cpu_rows=() proxy_rows=() fault_rows=()
 PATHS=(direct pgbouncer portcullis)
 for mode in "${MODES[@]}"; do
     for c in "${CLIENTS[@]}"; do
         log "running $mode, $c clients, ${DURATION}s each, $ROUNDS round(s)"
         d_all=() b_all=() p_all=() dl_all=() bl_all=() pl_all=() dc_all=() bc_all=() pc_all=()
-        bx_all=() px_all=() pw_all=() paired=()
+        bx_all=() px_all=() pw_all=() paired=() df_all=() bf_all=() pf_all=()
         # Rounds interleave the three paths, so a slow spell of the machine hits all of them, and
         # each round starts with the next path, so none always runs first (on a cold cache, or
         # right after another path's backends exit).
         for round in $(seq 1 "$ROUNDS"); do
             for k in 0 1 2; do
                 path=${PATHS[$(((round - 1 + k) % 3))]}
-                read -r tps lat cpu proxy writer < <(run_pgbench "$path" "$mode" "$c")
+                read -r tps lat cpu proxy writer faults < <(run_pgbench "$path" "$mode" "$c")
                 case $path in
-                direct) d_all+=("$tps") dl_all+=("$lat") dc_all+=("$cpu") ;;
-                pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") bx_all+=("$proxy") ;;
-                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") px_all+=("$proxy") pw_all+=("$writer") ;;
+                direct) d_all+=("$tps") dl_all+=("$lat") dc_all+=("$cpu") df_all+=("$faults") ;;
+                pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") bx_all+=("$proxy") bf_all+=("$faults") ;;
+                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") px_all+=("$proxy") pw_all+=("$writer") pf_all+=("$faults") ;;
                 esac
             done
             # The same round's two proxies ran minutes apart at most: their ratio is less
@@ -318,6 +329,8 @@ for mode in "${MODES[@]}"; do
         bx=$(median "${bx_all[@]}") px=$(median "${px_all[@]}") pw=$(median "${pw_all[@]}")
         proxy_rows+=("$(printf '%-9s %7s %14s %15s %22s %20s' "$mode" "$c" "$bx" "$px" \
             "$(awk -v a="$px" -v b="$bx" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')" "$pw")")
+        fault_rows+=("$(printf '%-9s %7s %12s %14s %15s' "$mode" "$c" "$(median "${df_all[@]}")" \
+            "$(median "${bf_all[@]}")" "$(median "${pf_all[@]}")")")
         cpu_rows+=("$(printf '%-9s %7s %12s %14s %15s %22s' "$mode" "$c" "$d_cpu" "$b_cpu" "$p_cpu" \
             "$(awk -v a="$p_cpu" -v b="$b_cpu" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')")")
         rows+=("$(printf '%-9s %7s %12s %14s %15s %18s %21s' "$mode" "$c" "$(fmt_tps "$d_tps")" \
@@ -347,6 +360,11 @@ OUT=$OUT_DIR/pg-$(date +%Y%m%d-%H%M%S).txt
     echo "machine CPU per transaction, µs (all processes: pgbench, backends, proxy; /proc/stat busy time ÷ transactions; median):"
     printf '%-9s %7s %12s %14s %15s %22s\n' mode clients direct pgbouncer portcullis "portcullis-pgbouncer"
     printf '%s\n' "${cpu_rows[@]}"
+    echo
+    echo "page faults per transaction (whole machine, /proc/vmstat pgfault; median): new PostgreSQL backends"
+    echo "fault on each shared buffer they map; pgbouncer's pooled server connections were mapped by earlier runs:"
+    printf '%-9s %7s %12s %14s %15s\n' mode clients direct pgbouncer portcullis
+    printf '%s\n' "${fault_rows[@]}"
     echo
     echo "proxy process CPU per transaction, µs (user + system time of all its threads ÷ transactions; median):"
     printf '%-9s %7s %14s %15s %22s %20s\n' mode clients pgbouncer portcullis "portcullis-pgbouncer" "of it audit writer"
