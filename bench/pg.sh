@@ -6,7 +6,7 @@
 #   ROUNDS=1              rounds per cell, the three paths interleaved; the table shows medians
 #   PGHOST_DIRECT=127.0.0.1 PGPORT_DIRECT=5432   the PostgreSQL under test (trust auth expected)
 #   BENCH_PG_PASSWORD=... password of user postgres, if the server is not on trust
-#   SKIP_BUILD=1          use the existing target/release/portcullis
+#   SKIP_BUILD=1          use the existing target/release/portcullis (PORTCULLIS_BIN overrides the path)
 #   FORCE_INIT=1          re-run `pgbench -i -s 10` even if the data is there
 #
 # Prints TPS (and ratios: of the medians, and per round), the machine's busy CPU per transaction,
