@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pgbench select-only through three paths, side by side: direct to PostgreSQL, through pgbouncer
-# (session pooling), and through portcullis. Run as root (pgbouncer is started as `postgres`).
+# (session pooling), and through portcullis (keeping upstream connections too: `upstream_pool`).
+# Run as root (pgbouncer is started as `postgres`).
 #
 #   DURATION=10           seconds per pgbench run (default 10)
 #   ROUNDS=1              rounds per cell, the three paths interleaved; the table shows medians
@@ -152,6 +153,8 @@ user = "postgres"
 $password_line
 upstream_tls = "disable"
 default = "block"
+# As pgbouncer's pool above (default_pool_size = 40): later sessions get warm backends.
+upstream_pool = 40
 
 [[rule]]
 name = "no-mass-change"

@@ -854,6 +854,7 @@ mod tests {
                 default: Action::Block,
                 read_only: false,
                 read_only_for: vec![],
+                upstream_pool: 0,
                 ssh: None,
             }],
             rules: vec![],

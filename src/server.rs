@@ -72,6 +72,9 @@ pub struct SessionEntry {
     pub kill: smol::channel::Sender<String>,
     /// Tells a session that the client cancelled a statement waiting for approval.
     pub hold_cancel: smol::channel::Sender<()>,
+    /// Set when a cancel request was forwarded upstream: the connection is then not kept for
+    /// another session (the cancel could still reach the server after the session ended).
+    pub cancel_forwarded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Failed authentications per client address, to slow down guessing. Bounded in size.
@@ -132,6 +135,8 @@ pub struct Gateway {
     pub catalog: crate::proto::pg::catalog::Catalog,
     /// The threads that relay PostgreSQL sessions once they are authenticated.
     pub pg_workers: crate::proto::pg::proxy::Workers,
+    /// Upstream connections kept for the next session (`upstream_pool` on a target).
+    pub(crate) upstream_pool: crate::proto::pg::pool::UpstreamPool,
     /// The SSH gateway's host key (`data_dir/ssh_host_ed25519_key`, created at first start).
     pub ssh_host_key: Option<Arc<crate::ssh_gateway::host_key::HostKey>>,
     mask_key: [u8; 32],
@@ -225,6 +230,12 @@ impl Gateway {
     /// Load the policy file again. A bad file is refused and the old policy keeps serving.
     /// Returns the `[gateway]` keys read only at start whose value in the new file differs from
     /// the one the gateway runs with (see `Gateway::start_only_changes`).
+    /// Raised by every reload: what a session compares to know whether the policy changed since
+    /// it started.
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation.load(Ordering::Acquire)
+    }
+
     pub fn reload(&self) -> Result<Vec<&'static str>, String> {
         let policy = config::load(&self.config_path).map_err(|e| e.to_string())?;
         let loaded = Loaded::build(policy, self.mask_key)?;
@@ -232,6 +243,8 @@ impl Gateway {
         let at_restart = self.started.start_only_changes(&policy.gateway);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         self.policy_generation.fetch_add(1, Ordering::Release);
+        // A kept upstream connection was opened under the old settings of its target.
+        self.upstream_pool.clear();
         // Sessions whose identity or target is gone end now.
         let killed = self.kill_sessions("identity or target removed from the policy", |s| {
             policy.active_identity(&s.identity).is_none() || policy.target(&s.target).is_none()
@@ -326,6 +339,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         notifier,
         catalog: Default::default(),
         pg_workers,
+        upstream_pool: crate::proto::pg::pool::UpstreamPool::default(),
         ssh_host_key: Some(Arc::new(ssh_host_key)),
         mask_key,
         started,
@@ -397,6 +411,7 @@ async fn run(gw: Arc<Gateway>, ex: Arc<Executor<'static>>) -> Result<(), String>
                 smol::Timer::after(Duration::from_secs(5)).await;
                 let broker = gw.broker.clone();
                 let _ = smol::unblock(move || broker.expire_due(now_unix())).await;
+                gw.upstream_pool.prune(std::time::Instant::now());
             }
         })
     };

@@ -71,6 +71,8 @@ struct PolicySpec {
     audit_queue: Option<usize>,
     /// `[gateway] tcp_keepalive`, when not the default.
     tcp_keepalive: Option<&'static str>,
+    /// `upstream_pool` of every target, when set.
+    upstream_pool: Option<usize>,
 }
 
 /// The password file every target uses, written next to the policy.
@@ -93,10 +95,15 @@ impl PolicySpec {
             extra_targets: Vec::new(),
             audit_queue: None,
             tcp_keepalive: None,
+            upstream_pool: None,
         }
     }
 
     fn target_toml(&self, name: &str, upstream: &Upstream, port: u16) -> String {
+        let pool = self
+            .upstream_pool
+            .map(|n| format!("upstream_pool = {n}\n"))
+            .unwrap_or_default();
         format!(
             "[[target]]\n\
              name = {name}\n\
@@ -109,7 +116,8 @@ impl PolicySpec {
              tls = {{ cert = {cert}, key = {key} }}\n\
              require_tls = false\n\
              default = \"block\"\n\
-             read_only_for = [\"role:reader\"]\n\n",
+             read_only_for = [\"role:reader\"]\n\
+             {pool}\n",
             name = toml_str(name),
             upstream_addr = toml_str(&self.upstream_addr),
             upstream_tls = upstream.toml(),
@@ -1727,4 +1735,160 @@ fn ended_sessions_stop_their_running_query_upstream() {
         "0",
         "removed identity's query still runs upstream",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream connections kept for the next session (`upstream_pool`)
+// ---------------------------------------------------------------------------------------------
+
+/// `select pg_backend_pid()` through the gateway, as `identity`, in a session of its own.
+fn backend_pid(env: &Env, identity: &str, token: &str) -> String {
+    let out = env.psql(
+        identity,
+        token,
+        "require",
+        &["-At", "-c", "select pg_backend_pid()"],
+    );
+    assert_ok(&out, "select pg_backend_pid()");
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn a_kept_upstream_connection_serves_the_next_session_reset() {
+    let pg = start_cluster();
+    let mut spec = PolicySpec::new(&pg, Upstream::VerifyFullClusterCa);
+    spec.upstream_pool = Some(2);
+    let env = Env::start_with(pg, spec);
+    let alice = env.token("alice");
+    let ci = env.token("ci-bot");
+
+    // A session leaves state behind: a setting, a role, a prepared statement, a temporary table,
+    // an advisory lock, a LISTEN. The next session, another identity, gets the same backend
+    // (upstream TLS: the reset runs through rustls) and none of that.
+    let first = env.psql(
+        "alice",
+        &alice,
+        "require",
+        &[
+            "-At",
+            "-c",
+            "select pg_backend_pid()",
+            "-c",
+            "set search_path = pg_catalog",
+            "-c",
+            "set work_mem = '7MB'",
+            "-c",
+            "prepare leftover as select 1",
+            "-c",
+            "create temp table scratch (x int)",
+            "-c",
+            "select pg_advisory_lock(4242)",
+            "-c",
+            "listen somewhere",
+        ],
+    );
+    assert_ok(&first, "the first session");
+    let first_pid = stdout(&first)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!first_pid.is_empty(), "no pid:\n{}", describe(&first));
+
+    let second = env.psql(
+        "ci-bot",
+        &ci,
+        "require",
+        &[
+            "-At",
+            "-c",
+            "select pg_backend_pid(), current_setting('search_path'), current_setting('work_mem'), \
+             (select count(*) from pg_prepared_statements), \
+             (select count(*) from pg_locks where locktype = 'advisory'), \
+             (select count(*) from pg_listening_channels()), \
+             (select count(*) from pg_class where relname = 'scratch')",
+        ],
+    );
+    assert_ok(&second, "the second session");
+    assert_eq!(
+        stdout(&second).trim(),
+        format!("{first_pid}|\"$user\", public|4MB|0|0|0|0"),
+        "the second session should reuse the backend with nothing left of the first"
+    );
+
+    // A session that ends inside a transaction does not leave its connection: the server rolls
+    // the transaction back when it closes, and the next session gets a new backend. (`before`
+    // is the kept backend, which the session with the open transaction then takes.)
+    let before = backend_pid(&env, "alice", &alice);
+    let open = env.psql(
+        "alice",
+        &alice,
+        "require",
+        &[
+            "-At",
+            "-c",
+            "begin",
+            "-c",
+            "insert into audit_probe values (77)",
+        ],
+    );
+    assert_ok(&open, "a session left in a transaction");
+    wait_for_scalar(
+        &env.pg,
+        &format!("select count(*) from pg_stat_activity where pid = {before}"),
+        "0",
+        "the backend of the session left in a transaction to exit",
+    );
+    assert_eq!(
+        env.pg
+            .query_scalar("select count(*) from audit_probe where x = 77"),
+        "0",
+        "the open transaction was rolled back"
+    );
+    let after = backend_pid(&env, "alice", &alice);
+    assert_ne!(
+        after, before,
+        "a connection left in a transaction must not be reused"
+    );
+
+    // A kept connection the server closed while it waited is not handed out.
+    let kept = backend_pid(&env, "alice", &alice);
+    assert_eq!(kept, after, "the connection is kept between sessions");
+    let killed = env
+        .pg
+        .query_scalar(&format!("select pg_terminate_backend({kept})"));
+    assert_eq!(killed, "t");
+    wait_for_scalar(
+        &env.pg,
+        &format!("select count(*) from pg_stat_activity where pid = {kept}"),
+        "0",
+        "the terminated backend to exit",
+    );
+    let fresh = backend_pid(&env, "alice", &alice);
+    assert_ne!(fresh, kept, "a closed connection must not be reused");
+
+    // The audit says which sessions got a kept connection.
+    let lines = env.wait_audit("session_opened events", |ls| {
+        ls.iter().filter(|l| kind_is(l, "session_opened")).count() >= 7
+    });
+    let reused: Vec<String> = lines
+        .iter()
+        .filter(|l| kind_is(l, "session_opened"))
+        .filter_map(|l| field(l, "upstream_reused"))
+        .collect();
+    assert_eq!(
+        reused,
+        ["false", "true", "true", "true", "false", "true", "false"],
+        "audit:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn without_upstream_pool_every_session_gets_its_own_backend() {
+    let env = Env::start(Upstream::Disable);
+    let alice = env.token("alice");
+    let first = backend_pid(&env, "alice", &alice);
+    let second = backend_pid(&env, "alice", &alice);
+    assert_ne!(first, second);
 }

@@ -287,6 +287,9 @@ pub struct Target {
     pub read_only: bool,
     /// Sessions of these identities/roles are read-only on the server.
     pub read_only_for: Vec<Who>,
+    /// Upstream connections kept open after a client ends its session cleanly, reset with
+    /// `DISCARD ALL`, for the next session to use (0: each session connects anew).
+    pub upstream_pool: usize,
     /// `kind = "ssh"`: the SSH settings (then `database` is empty and the TLS and `client_auth`
     /// fields keep their defaults, unused). `None` for PostgreSQL targets.
     pub ssh: Option<SshTarget>,

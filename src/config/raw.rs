@@ -91,6 +91,7 @@ pub(crate) struct RawTarget {
     pub read_only: Option<Spanned<bool>>,
     #[serde(default)]
     pub read_only_for: Vec<Spanned<String>>,
+    pub upstream_pool: Option<Spanned<i64>>,
     // kind = "ssh"
     pub key_file: Option<Spanned<String>>,
     pub host_key: Option<Spanned<String>>,

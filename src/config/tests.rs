@@ -769,6 +769,31 @@ fn rejects_bad_default_and_read_only_for() {
 }
 
 #[test]
+fn upstream_pool_is_off_by_default_and_bounded() {
+    assert_eq!(ok(&target("")).targets[0].upstream_pool, 0);
+    assert_eq!(
+        ok(&target("upstream_pool = 16\n")).targets[0].upstream_pool,
+        16
+    );
+    assert_eq!(
+        ok(&target("upstream_pool = 0\n")).targets[0].upstream_pool,
+        0
+    );
+    one_problem(
+        &target("upstream_pool = 1025\n"),
+        9,
+        17,
+        "`upstream_pool` must be between 0 (off) and 1024",
+    );
+    one_problem(
+        &target("upstream_pool = -1\n"),
+        9,
+        17,
+        "`upstream_pool` must be between 0 (off) and 1024",
+    );
+}
+
+#[test]
 fn rejects_unsupported_target_kind() {
     one_problem(
         &target("kind = \"mysql\"\n"),

@@ -30,6 +30,8 @@ const MAX_CONNECTIONS: i64 = 1_000_000;
 const MAX_AUDIT_QUEUE: i64 = 1 << 20;
 /// A rule name the engine uses for read-only refusals.
 const RESERVED_RULE_NAME: &str = "read_only";
+/// Most idle upstream connections a target may keep (`upstream_pool`).
+const MAX_UPSTREAM_POOL: usize = 1024;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -940,6 +942,7 @@ fn targets(
                 default,
                 read_only: false,
                 read_only_for: Vec::new(),
+                upstream_pool: 0,
                 ssh: Some(settings),
             });
             continue;
@@ -1056,6 +1059,19 @@ fn targets(
             },
         };
         let read_only_for = cx.who_list(&r.read_only_for, identities, "read_only_for");
+        let upstream_pool = match &r.upstream_pool {
+            None => 0,
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(n) if n <= MAX_UPSTREAM_POOL => n,
+                _ => {
+                    cx.err(
+                        v.span(),
+                        format!("`upstream_pool` must be between 0 (off) and {MAX_UPSTREAM_POOL}"),
+                    );
+                    0
+                }
+            },
+        };
 
         let (
             Some(listen),
@@ -1084,6 +1100,7 @@ fn targets(
             default,
             read_only: r.read_only.as_ref().is_some_and(|v| *v.get_ref()),
             read_only_for,
+            upstream_pool,
             ssh: None,
         });
     }

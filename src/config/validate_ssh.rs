@@ -56,7 +56,7 @@ pub(super) fn identity_keys(
 
 /// Refuses PostgreSQL-only keys on an SSH target.
 fn refuse_pg_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
-    let spans: [(&str, Option<Range<usize>>); 7] = [
+    let spans: [(&str, Option<Range<usize>>); 8] = [
         ("database", r.database.as_ref().map(Spanned::span)),
         ("upstream_tls", r.upstream_tls.as_ref().map(Spanned::span)),
         ("upstream_ca", r.upstream_ca.as_ref().map(Spanned::span)),
@@ -64,6 +64,7 @@ fn refuse_pg_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
         ("require_tls", r.require_tls.as_ref().map(Spanned::span)),
         ("client_auth", r.client_auth.as_ref().map(Spanned::span)),
         ("read_only", r.read_only.as_ref().map(Spanned::span)),
+        ("upstream_pool", r.upstream_pool.as_ref().map(Spanned::span)),
     ];
     for (key, span) in spans {
         if let Some(span) = span {

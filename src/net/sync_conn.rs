@@ -51,6 +51,13 @@ fn detach(tcp: smol::net::TcpStream) -> io::Result<TcpStream> {
 }
 
 impl SyncConn {
+    /// The TCP socket underneath.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            SyncConn::Plain(sock) | SyncConn::Tls { sock, .. } => sock,
+        }
+    }
+
     /// Converts a connected (and, for TLS, handshaken) async stream.
     ///
     /// # Errors

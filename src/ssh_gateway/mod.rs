@@ -163,6 +163,7 @@ pub async fn handle_connection(
             upstream_secret: Vec::new(),
             kill: kill_tx,
             hold_cancel: hold_cancel_tx,
+            cancel_forwarded: Arc::default(),
         },
     );
     let _unregister = Unregister(gw.clone(), pid);

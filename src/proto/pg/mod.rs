@@ -5,6 +5,7 @@ pub mod conn;
 pub mod mask;
 pub mod md5;
 pub mod pipeline;
+pub(crate) mod pool;
 pub mod proxy;
 pub mod scram;
 pub mod startup;

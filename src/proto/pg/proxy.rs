@@ -14,6 +14,7 @@ use smol::net::TcpStream;
 use super::codec::{self, Frontend};
 use super::mask::{MaskPlan, MaskRule};
 use super::pipeline::{Classified, Completion, HoldRule, Pipeline};
+use super::pool::{self, Idle, PoolKey};
 use super::startup::{self, Accepted, Refusal};
 use super::upstream;
 
@@ -118,66 +119,97 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let upstream_tls = loaded.upstream_tls.get(&target.name).cloned().flatten();
     let cancel_tls = upstream_tls.clone();
     let nonce = gw.random_hex(18);
-
-    let connect = upstream::connect(
-        &target,
-        upstream_tls,
-        &params,
+    let generation = gw.policy_generation();
+    let pool_key = (target.upstream_pool > 0).then(|| PoolKey {
+        target: target.name.clone(),
         read_only,
-        gwcfg.max_message_size,
-        &nonce,
-        gwcfg.tcp_keepalive,
-    );
-    let up = async { Some(connect.await) }
-        .or(async {
-            smol::Timer::after(gwcfg.upstream_timeout).await;
-            None
-        })
-        .await;
-    let up = match up {
-        Some(Ok(up)) => up,
-        Some(Err(e)) => {
-            gw.metrics
-                .target(&target.name)
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            log(&format!(
-                "session {session_id}: upstream {}:{}: {e}",
-                target.upstream_host, target.upstream_port
-            ));
-            let _ = gw
-                .audit
-                .record(
-                    Event::new("upstream_failed")
-                        .str("session", session_id.clone())
-                        .str("identity", identity.name.clone())
-                        .str("target", target.name.clone())
-                        .str("error", e.to_string()),
-                )
-                .await;
-            send_fatal(
-                &mut conn.stream,
-                "08006",
-                &format!("portcullis: could not connect to target {:?}", target.name),
-            )
-            .await;
-            return;
-        }
+        startup: params.clone(),
+    });
+    let kept = pool_key
+        .as_ref()
+        .and_then(|key| gw.upstream_pool.take(key, Instant::now()));
+    let up = match kept {
+        Some(kept) => UpLeg {
+            conn: Ok(kept.conn),
+            buf: Vec::new(),
+            params: kept.params,
+            pid: kept.pid,
+            secret: kept.secret,
+            tls: kept.tls,
+            reused: true,
+        },
         None => {
-            gw.metrics
-                .target(&target.name)
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
-            send_fatal(
-                &mut conn.stream,
-                "08006",
-                &format!(
-                    "portcullis: timed out connecting to target {:?}",
-                    target.name
-                ),
-            )
-            .await;
-            return;
+            let connect = upstream::connect(
+                &target,
+                upstream_tls,
+                &params,
+                read_only,
+                gwcfg.max_message_size,
+                &nonce,
+                gwcfg.tcp_keepalive,
+            );
+            let up = async { Some(connect.await) }
+                .or(async {
+                    smol::Timer::after(gwcfg.upstream_timeout).await;
+                    None
+                })
+                .await;
+            let up = match up {
+                Some(Ok(up)) => up,
+                Some(Err(e)) => {
+                    gw.metrics
+                        .target(&target.name)
+                        .upstream_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    log(&format!(
+                        "session {session_id}: upstream {}:{}: {e}",
+                        target.upstream_host, target.upstream_port
+                    ));
+                    let _ = gw
+                        .audit
+                        .record(
+                            Event::new("upstream_failed")
+                                .str("session", session_id.clone())
+                                .str("identity", identity.name.clone())
+                                .str("target", target.name.clone())
+                                .str("error", e.to_string()),
+                        )
+                        .await;
+                    send_fatal(
+                        &mut conn.stream,
+                        "08006",
+                        &format!("portcullis: could not connect to target {:?}", target.name),
+                    )
+                    .await;
+                    return;
+                }
+                None => {
+                    gw.metrics
+                        .target(&target.name)
+                        .upstream_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    send_fatal(
+                        &mut conn.stream,
+                        "08006",
+                        &format!(
+                            "portcullis: timed out connecting to target {:?}",
+                            target.name
+                        ),
+                    )
+                    .await;
+                    return;
+                }
+            };
+            let tls = up.conn.stream.is_tls();
+            UpLeg {
+                conn: SyncConn::from_stream(up.conn.stream),
+                buf: up.conn.buf,
+                params: up.params,
+                pid: up.pid,
+                secret: up.secret,
+                tls,
+                reused: false,
+            }
         }
     };
 
@@ -186,6 +218,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let cancel_secret: [u8; 4] = gw.random_bytes();
     let (kill_tx, kill_rx) = smol::channel::bounded::<String>(1);
     let (hold_cancel_tx, hold_cancel_rx) = smol::channel::bounded::<()>(1);
+    let cancel_forwarded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     lock(&gw.sessions).insert(
         pid,
         SessionEntry {
@@ -197,6 +230,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
             upstream_secret: up.secret.clone(),
             kill: kill_tx,
             hold_cancel: hold_cancel_tx,
+            cancel_forwarded: cancel_forwarded.clone(),
         },
     );
     let _unregister = Unregister(gw.clone(), pid);
@@ -223,7 +257,8 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
                 .str("client", peer.to_string())
                 .str("target", target.name.clone())
                 .bool("tls", tls)
-                .bool("upstream_tls", up.conn.stream.is_tls())
+                .bool("upstream_tls", up.tls)
+                .bool("upstream_reused", up.reused)
                 .bool("read_only", read_only),
         )
         .await;
@@ -288,17 +323,16 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         hold_cancel: hold_cancel_rx,
         policy: Mutex::new(None),
         max_body: gwcfg.max_message_size,
+        reuse_upstream: pool_key.is_some(),
+        kept_upstream: Mutex::new(None),
     };
 
-    let legs = match (
-        SyncConn::from_stream(conn.stream),
-        SyncConn::from_stream(up.conn.stream),
-    ) {
+    let legs = match (SyncConn::from_stream(conn.stream), up.conn) {
         (Ok(client), Ok(upc)) => relay::Legs {
             client,
             client_buf: conn.buf,
             up: upc,
-            up_buf: up.conn.buf,
+            up_buf: up.buf,
         },
         (Err(e), _) | (_, Err(e)) => {
             log(&format!(
@@ -363,6 +397,37 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
                 ),
         )
         .await;
+    // The relay hands the upstream connection back only after a clean Terminate (see
+    // `SessionRelay::may_keep_upstream`); a forwarded cancel or a reload since the start (the
+    // target's settings may have changed) closes it instead.
+    let kept = lock(&session.kept_upstream).take();
+    if let (Some(key), Some(conn)) = (pool_key, kept) {
+        if !cancel_forwarded.load(Ordering::Acquire) && gw.policy_generation() == generation {
+            let (timeout, max_body) = (gwcfg.upstream_timeout, gwcfg.max_message_size);
+            if let Some(conn) = smol::unblock(move || pool::reset(conn, timeout, max_body)).await {
+                if gw.policy_generation() == generation {
+                    gw.upstream_pool.put(
+                        key,
+                        Idle::new(conn, up.params, up.pid, up.secret),
+                        session.target.upstream_pool,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The upstream side of a session: a new connection, or one kept from an earlier session.
+struct UpLeg {
+    conn: std::io::Result<SyncConn>,
+    /// Bytes read from the server and not handled yet (none for a kept connection).
+    buf: Vec<u8>,
+    /// ParameterStatus values the server reported when the connection was opened.
+    params: Vec<(String, String)>,
+    pid: i32,
+    secret: Vec<u8>,
+    tls: bool,
+    reused: bool,
 }
 
 /// Decrements the open-sessions gauge however the session ends.
@@ -434,6 +499,21 @@ pub(crate) struct Session {
     /// The policy statements are judged by, and where this session's identity and target are
     /// in it (see `Gateway::loaded_cached`).
     policy: Mutex<Option<(u64, Arc<Loaded>, PolicyPlace)>>,
+    /// The target keeps upstream connections for later sessions (`upstream_pool`).
+    reuse_upstream: bool,
+    /// The upstream connection, handed back by the relay when the session ended so that
+    /// another session may use it (see `pool`).
+    kept_upstream: Mutex<Option<SyncConn>>,
+}
+
+impl Session {
+    pub(crate) fn keeps_upstream(&self) -> bool {
+        self.reuse_upstream
+    }
+
+    pub(crate) fn keep_upstream(&self, conn: SyncConn) {
+        *lock(&self.kept_upstream) = Some(conn);
+    }
 }
 
 /// Where a session's identity (if still active) and target sit in one policy generation: found

@@ -2,6 +2,7 @@
 //! CancelRequest, StartupMessage checks, and token authentication with SCRAM-SHA-256.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -501,6 +502,7 @@ async fn handle_cancel(gw: &Gateway, pid: i32, secret: &[u8]) {
                 // A statement waiting for approval is cancelled at the gateway; a running one
                 // upstream. Both are told: only one of them is in progress.
                 let _ = s.hold_cancel.try_send(());
+                s.cancel_forwarded.store(true, Ordering::Release);
                 (s.target.clone(), s.upstream_pid, s.upstream_secret.clone())
             })
         })

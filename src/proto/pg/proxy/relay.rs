@@ -138,6 +138,9 @@ pub(crate) struct SessionRelay {
     up_eof: bool,
     /// The session is over; its last words are being written until this deadline.
     closing: Option<(Ending, Instant)>,
+    /// The client ended the session with Terminate while the upstream connection was idle and
+    /// empty: the Terminate was not passed on, the connection may serve another session.
+    upstream_reusable: bool,
 }
 
 impl SessionRelay {
@@ -170,7 +173,12 @@ impl SessionRelay {
             client_eof: false,
             up_eof: false,
             closing: None,
+            upstream_reusable: false,
         }
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
     }
 
     pub fn client_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -463,6 +471,10 @@ impl SessionRelay {
             };
             match verdict.as_mut().poll(cx) {
                 Poll::Ready((v, whole)) => {
+                    if tag == b'X' && self.may_keep_upstream() {
+                        self.upstream_reusable = true;
+                        break Err(Ending::Quiet("client terminated".into()));
+                    }
                     if let Err(e) = self.carry_out(v, tag, whole, cx) {
                         break Err(e);
                     }
@@ -709,6 +721,31 @@ impl SessionRelay {
 
     /// What is left to audit, for the session's task to finish once this relay is gone: the
     /// completions not yet queued, then the statements upstream never answered.
+    /// Whether the upstream connection could serve another session once this client is gone:
+    /// the target keeps connections, and the server is idle outside a transaction with nothing
+    /// in flight, nothing unread and nothing unsent.
+    fn may_keep_upstream(&self) -> bool {
+        if !self.session.keeps_upstream() {
+            return false;
+        }
+        let idle = {
+            let p = lock(&self.session.pipeline);
+            p.in_flight() == 0 && p.txn_status == b'I'
+        };
+        idle && self.held.is_none()
+            && self.resolving.is_none()
+            && self.closing.is_none()
+            && !self.up_eof
+            && self.to_up.is_empty()
+            && self.legs.up_buf.is_empty()
+    }
+
+    /// The upstream connection, if the session ended so that another may use it (see
+    /// `may_keep_upstream`).
+    pub fn into_reusable_upstream(self) -> Option<SyncConn> {
+        self.upstream_reusable.then_some(self.legs.up)
+    }
+
     pub fn take_audit_leftover(&mut self, now: Instant) -> AuditLeftover {
         lock(&self.session.pipeline).abandon(now, &mut self.done);
         AuditLeftover {

@@ -360,8 +360,14 @@ impl Worker {
             let _ = epoll::delete(&self.epoll, s.relay.up_fd());
         }
         let leftover = s.relay.take_audit_leftover(Instant::now());
-        let _ = s.ended.try_send((ending, leftover));
-        self.slots[slot] = None;
+        if let Some(s) = self.slots[slot].take() {
+            // Handed over before the session's task hears of the end, which is when it looks.
+            let session = s.relay.session().clone();
+            if let Some(up) = s.relay.into_reusable_upstream() {
+                session.keep_upstream(up);
+            }
+            let _ = s.ended.try_send((ending, leftover));
+        }
         self.free.push(slot);
     }
 

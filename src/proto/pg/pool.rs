@@ -1,0 +1,337 @@
+//! Upstream connections kept for the next session (`upstream_pool` on a target).
+//!
+//! Every session used to open its own upstream connection, so PostgreSQL started a new backend
+//! for each one: a fork, authentication, empty catalog caches, and a page fault for every shared
+//! buffer the new process maps. CI jobs and agents connect in loops; pgbouncer's session mode
+//! keeps its server connections for exactly this reason.
+//!
+//! A connection is only kept when its session ended cleanly: the client sent Terminate while
+//! nothing was in flight and the server was idle outside a transaction, no cancel was forwarded
+//! during the session, and `DISCARD ALL` then succeeded without the server reporting a changed
+//! parameter (see [`reset`]). `DISCARD ALL` drops what a session can leave behind: settings
+//! (`SET`, `SET ROLE`, `SET SESSION AUTHORIZATION`), prepared statements, cursors, temporary
+//! tables, `LISTEN`s, advisory locks, sequence state and cached plans. It does not unload a
+//! library a session `LOAD`ed, which is why pooling is off unless a target asks for it.
+//!
+//! A kept connection serves only a session with the same key: the target, whether the session is
+//! read-only, and the startup parameters passed upstream (so the parameters the client is shown
+//! are the ones the server has). Kept connections are closed after [`IDLE_MAX`], when a reload
+//! changes the policy, and when the server has closed them (checked when one is taken).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::codec;
+use crate::net::sync_conn::SyncConn;
+use crate::server::lock;
+
+/// How long a kept connection waits for a session before it is closed.
+pub const IDLE_MAX: Duration = Duration::from_secs(60);
+
+/// Which sessions a kept connection may serve.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub target: String,
+    pub read_only: bool,
+    /// The startup parameters passed upstream, in the order they were sent.
+    pub startup: Vec<(String, String)>,
+}
+
+/// An upstream connection, reset and waiting for a session.
+pub(crate) struct Idle {
+    pub conn: SyncConn,
+    /// ParameterStatus values the server reported when the connection was opened.
+    pub params: Vec<(String, String)>,
+    pub pid: i32,
+    pub secret: Vec<u8>,
+    pub tls: bool,
+    since: Instant,
+}
+
+impl Idle {
+    pub fn new(conn: SyncConn, params: Vec<(String, String)>, pid: i32, secret: Vec<u8>) -> Idle {
+        let tls = matches!(conn, SyncConn::Tls { .. });
+        Idle {
+            conn,
+            params,
+            pid,
+            secret,
+            tls,
+            since: Instant::now(),
+        }
+    }
+}
+
+/// The kept connections of every target.
+#[derive(Default)]
+pub(crate) struct UpstreamPool {
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+impl UpstreamPool {
+    /// The most recently kept live connection for `key`, if any. Connections past [`IDLE_MAX`]
+    /// and connections the server has closed (or written to) are dropped on the way.
+    pub fn take(&self, key: &PoolKey, now: Instant) -> Option<Idle> {
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(key)?;
+        let mut found = None;
+        while let Some(conn) = list.pop() {
+            if now.saturating_duration_since(conn.since) < IDLE_MAX && waiting_quietly(&conn.conn) {
+                found = Some(conn);
+                break;
+            }
+        }
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    /// Keeps `conn` for `key` if fewer than `cap` are kept for its target, whatever their
+    /// keys (otherwise it is closed).
+    pub fn put(&self, key: PoolKey, conn: Idle, cap: usize) {
+        let mut idle = lock(&self.idle);
+        let mut kept = 0;
+        idle.retain(|k, list| {
+            list.retain(|c| conn.since.saturating_duration_since(c.since) < IDLE_MAX);
+            if k.target == key.target {
+                kept += list.len();
+            }
+            !list.is_empty()
+        });
+        if kept < cap {
+            idle.entry(key).or_default().push(conn);
+        }
+    }
+
+    /// Closes the connections kept longer than [`IDLE_MAX`].
+    pub fn prune(&self, now: Instant) {
+        lock(&self.idle).retain(|_, list| {
+            list.retain(|c| now.saturating_duration_since(c.since) < IDLE_MAX);
+            !list.is_empty()
+        });
+    }
+
+    /// Closes every kept connection (the policy changed).
+    pub fn clear(&self) {
+        lock(&self.idle).clear();
+    }
+
+    /// Kept connections, all targets.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        lock(&self.idle).values().map(Vec::len).sum()
+    }
+}
+
+/// A kept connection is usable while the server has sent nothing on it: a server that closed it
+/// (idle timeout, restart, `pg_terminate_backend`) has sent an error or end of file.
+fn waiting_quietly(conn: &SyncConn) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(conn.socket().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Runs `DISCARD ALL` on a connection whose session ended cleanly, with blocking I/O bounded by
+/// `timeout` (call it off the async threads). Gives the connection back, non-blocking again, only
+/// if the server answered exactly `CommandComplete "DISCARD ALL"` then `ReadyForQuery` idle, with
+/// nothing else but notices and nothing after; anything else (an error, a changed parameter,
+/// a timeout) closes it.
+pub(crate) fn reset(conn: SyncConn, timeout: Duration, max_body: usize) -> Option<SyncConn> {
+    let mut conn = conn;
+    let ok = match &mut conn {
+        SyncConn::Plain(sock) => {
+            blocking(sock, Some(timeout)).is_ok() && discard_all(sock, max_body)
+        }
+        SyncConn::Tls { sock, tls } => match tls.as_mut() {
+            rustls::Connection::Client(client) => {
+                blocking(sock, Some(timeout)).is_ok()
+                    && discard_all(&mut rustls::Stream::new(client, sock), max_body)
+            }
+            // Upstream connections are always the client side.
+            rustls::Connection::Server(_) => false,
+        },
+    };
+    (ok && blocking(conn.socket(), None).is_ok()).then_some(conn)
+}
+
+/// Blocking with read and write timeouts (`Some`), or non-blocking without them (`None`).
+fn blocking(sock: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {
+    sock.set_read_timeout(timeout)?;
+    sock.set_write_timeout(timeout)?;
+    sock.set_nonblocking(timeout.is_none())
+}
+
+fn discard_all<S: Read + Write>(stream: &mut S, max_body: usize) -> bool {
+    let mut query = Vec::with_capacity(32);
+    codec::encode_query(&mut query, "DISCARD ALL");
+    if stream
+        .write_all(&query)
+        .and_then(|()| stream.flush())
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let mut discarded = false;
+    loop {
+        while let Ok(Some(frame)) = codec::split_frame(&buf, max_body) {
+            match (frame.tag, frame.body) {
+                (b'C', b"DISCARD ALL\0") if !discarded => discarded = true,
+                (b'N', _) => {}
+                (b'Z', b"I") => return discarded && frame.len == buf.len(),
+                _ => return false,
+            }
+            buf.drain(..frame.len);
+        }
+        if codec::split_frame(&buf, max_body).is_err() {
+            return false;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn key(target: &str) -> PoolKey {
+        PoolKey {
+            target: target.into(),
+            read_only: false,
+            startup: vec![("application_name".into(), "t".into())],
+        }
+    }
+
+    /// A connected socket pair: (the side a pool keeps, the "server" side).
+    fn pair() -> (SyncConn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        client.set_nonblocking(true).expect("nonblocking");
+        (SyncConn::Plain(client), server)
+    }
+
+    fn idle(conn: SyncConn, pid: i32) -> Idle {
+        Idle::new(
+            conn,
+            vec![("server_version".into(), "15".into())],
+            pid,
+            vec![1, 2, 3, 4],
+        )
+    }
+
+    #[test]
+    fn a_kept_connection_serves_only_its_own_key() {
+        let pool = UpstreamPool::default();
+        let (conn, _server) = pair();
+        pool.put(key("a"), idle(conn, 7), 4);
+        assert!(pool.take(&key("b"), Instant::now()).is_none());
+        let mut read_only = key("a");
+        read_only.read_only = true;
+        assert!(pool.take(&read_only, Instant::now()).is_none());
+        let got = pool.take(&key("a"), Instant::now()).expect("kept");
+        assert_eq!(got.pid, 7);
+        assert!(pool.take(&key("a"), Instant::now()).is_none(), "taken once");
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn no_more_than_the_cap_is_kept() {
+        let pool = UpstreamPool::default();
+        let mut servers = Vec::new();
+        for pid in 0..5 {
+            let (conn, server) = pair();
+            servers.push(server);
+            pool.put(key("a"), idle(conn, pid), 3);
+        }
+        assert_eq!(pool.len(), 3);
+        let mut other_params = key("a");
+        other_params.startup.push(("TimeZone".into(), "UTC".into()));
+        pool.put(other_params, idle(pair().0, 8), 3);
+        assert_eq!(pool.len(), 3, "the cap is per target, whatever the key");
+        pool.put(key("b"), idle(pair().0, 9), 3);
+        assert_eq!(pool.len(), 4, "another target has a cap of its own");
+    }
+
+    #[test]
+    fn a_connection_the_server_closed_or_wrote_to_is_not_handed_out() {
+        let pool = UpstreamPool::default();
+        let (closed, server) = pair();
+        drop(server);
+        let (talked, mut server2) = pair();
+        server2.write_all(b"E").expect("write");
+        let (live, _server3) = pair();
+        pool.put(key("a"), idle(live, 1), 8);
+        pool.put(key("a"), idle(talked, 2), 8);
+        pool.put(key("a"), idle(closed, 3), 8);
+        // Give the kernel a moment to deliver the FIN and the byte.
+        std::thread::sleep(Duration::from_millis(50));
+        let got = pool.take(&key("a"), Instant::now()).expect("the live one");
+        assert_eq!(got.pid, 1);
+        assert_eq!(pool.len(), 0, "the dead ones were dropped");
+    }
+
+    #[test]
+    fn connections_past_the_idle_limit_are_closed() {
+        let pool = UpstreamPool::default();
+        let (conn, _server) = pair();
+        pool.put(key("a"), idle(conn, 1), 8);
+        let later = Instant::now() + IDLE_MAX + Duration::from_secs(1);
+        assert!(pool.take(&key("a"), later).is_none());
+        let (conn, _server) = pair();
+        pool.put(key("a"), idle(conn, 2), 8);
+        pool.prune(later);
+        assert_eq!(pool.len(), 0);
+        let (conn, _server) = pair();
+        pool.put(key("b"), idle(conn, 3), 8);
+        pool.clear();
+        assert_eq!(pool.len(), 0);
+    }
+
+    /// A fake server answering one Query with `answer`, then closing unless `stay` (the reset
+    /// must not wait for more than the answer).
+    fn reset_against(answer: &'static [u8], stay: bool) -> (Option<SyncConn>, Option<TcpStream>) {
+        let (conn, mut server) = pair();
+        let replier = std::thread::spawn(move || {
+            let mut got = [0u8; 17];
+            server.read_exact(&mut got).expect("query");
+            assert_eq!(&got, b"Q\0\0\0\x10DISCARD ALL\0");
+            server.write_all(answer).expect("answer");
+            stay.then_some(server)
+        });
+        let out = reset(conn, Duration::from_secs(5), 1 << 20);
+        (out, replier.join().expect("replier"))
+    }
+
+    #[test]
+    fn reset_keeps_the_connection_only_on_exactly_the_expected_answer() {
+        let ok: &[u8] = b"C\0\0\0\x10DISCARD ALL\0Z\0\0\0\x05I";
+        let (kept, _server) = reset_against(ok, true);
+        let kept = kept.expect("kept");
+        let mut byte = [0u8; 1];
+        assert!(
+            matches!(kept.socket().peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "non-blocking again"
+        );
+        let with_notice: &[u8] = b"N\0\0\0\x05\0C\0\0\0\x10DISCARD ALL\0Z\0\0\0\x05I";
+        assert!(reset_against(with_notice, false).0.is_some());
+        for bad in [
+            &b"E\0\0\0\x05\0Z\0\0\0\x05I"[..],
+            b"S\0\0\0\x08a\0b\0C\0\0\0\x10DISCARD ALL\0Z\0\0\0\x05I",
+            b"C\0\0\0\x10DISCARD ALL\0Z\0\0\0\x05T",
+            b"C\0\0\0\x10DISCARD ALL\0Z\0\0\0\x05IZ\0\0\0\x05I",
+            b"Z\0\0\0\x05I",
+            b"C\0\0\0\x10DISCARD ALL\0",
+        ] {
+            assert!(reset_against(bad, false).0.is_none(), "{bad:?}");
+        }
+    }
+}
