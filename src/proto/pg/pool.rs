@@ -140,15 +140,18 @@ fn waiting_quietly(conn: &SyncConn) -> bool {
 /// nothing else but notices and nothing after; anything else (an error, a changed parameter,
 /// a timeout) closes it.
 pub(crate) fn reset(conn: SyncConn, timeout: Duration, max_body: usize) -> Option<SyncConn> {
+    // The socket timeouts bound each read; this bounds the whole answer (a server sending
+    // notices without end).
+    let deadline = Instant::now() + timeout;
     let mut conn = conn;
     let ok = match &mut conn {
         SyncConn::Plain(sock) => {
-            blocking(sock, Some(timeout)).is_ok() && discard_all(sock, max_body)
+            blocking(sock, Some(timeout)).is_ok() && discard_all(sock, max_body, deadline)
         }
         SyncConn::Tls { sock, tls } => match tls.as_mut() {
             rustls::Connection::Client(client) => {
                 blocking(sock, Some(timeout)).is_ok()
-                    && discard_all(&mut rustls::Stream::new(client, sock), max_body)
+                    && discard_all(&mut rustls::Stream::new(client, sock), max_body, deadline)
             }
             // Upstream connections are always the client side.
             rustls::Connection::Server(_) => false,
@@ -164,7 +167,7 @@ fn blocking(sock: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {
     sock.set_nonblocking(timeout.is_none())
 }
 
-fn discard_all<S: Read + Write>(stream: &mut S, max_body: usize) -> bool {
+fn discard_all<S: Read + Write>(stream: &mut S, max_body: usize, deadline: Instant) -> bool {
     let mut query = Vec::with_capacity(32);
     codec::encode_query(&mut query, "DISCARD ALL");
     if stream
@@ -187,7 +190,7 @@ fn discard_all<S: Read + Write>(stream: &mut S, max_body: usize) -> bool {
             }
             buf.drain(..frame.len);
         }
-        if codec::split_frame(&buf, max_body).is_err() {
+        if codec::split_frame(&buf, max_body).is_err() || Instant::now() > deadline {
             return false;
         }
         match stream.read(&mut chunk) {
@@ -333,5 +336,18 @@ mod tests {
         ] {
             assert!(reset_against(bad, false).0.is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reset_gives_up_on_a_server_that_sends_notices_without_end() {
+        let (conn, mut server) = pair();
+        let talker = std::thread::spawn(move || {
+            let mut got = [0u8; 17];
+            server.read_exact(&mut got).expect("query");
+            // Until the gateway gives up and closes the connection.
+            while server.write_all(b"N\0\0\0\x05\0").is_ok() {}
+        });
+        assert!(reset(conn, Duration::from_millis(300), 1 << 20).is_none());
+        talker.join().expect("talker");
     }
 }
