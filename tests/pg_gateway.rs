@@ -1762,8 +1762,8 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
     let alice = env.token("alice");
     let ci = env.token("ci-bot");
 
-    // A session leaves state behind: a setting, a role, a prepared statement, a temporary table,
-    // an advisory lock, a LISTEN. The next session, another identity, gets the same backend
+    // A session leaves state behind: settings (one a custom one, as row-level security policies
+    // read a tenant from), a prepared statement, a temporary table, an advisory lock, a LISTEN. The next session, another identity, gets the same backend
     // (upstream TLS: the reset runs through rustls) and none of that.
     let first = env.psql(
         "alice",
@@ -1777,6 +1777,8 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
             "set search_path = pg_catalog",
             "-c",
             "set work_mem = '7MB'",
+            "-c",
+            "set app.tenant = 'alice-only'",
             "-c",
             "prepare leftover as select 1",
             "-c",
@@ -1803,6 +1805,7 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
             "-At",
             "-c",
             "select pg_backend_pid(), current_setting('search_path'), current_setting('work_mem'), \
+             coalesce(current_setting('app.tenant', true), 'unset'), \
              (select count(*) from pg_prepared_statements), \
              (select count(*) from pg_locks where locktype = 'advisory'), \
              (select count(*) from pg_listening_channels()), \
@@ -1812,7 +1815,7 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
     assert_ok(&second, "the second session");
     assert_eq!(
         stdout(&second).trim(),
-        format!("{first_pid}|\"$user\", public|4MB|0|0|0|0"),
+        format!("{first_pid}|\"$user\", public|4MB||0|0|0|0"),
         "the second session should reuse the backend with nothing left of the first"
     );
 
@@ -1867,9 +1870,37 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
     let fresh = backend_pid(&env, "alice", &alice);
     assert_ne!(fresh, kept, "a closed connection must not be reused");
 
+    // SET ROLE changes a parameter the server reports (is_superuser); DISCARD ALL changes it
+    // back and the server says so, which the gateway takes as a reason not to keep the
+    // connection: the parameters a later client would be shown must be the server's.
+    let with_role = env.psql(
+        "alice",
+        &alice,
+        "require",
+        &[
+            "-At",
+            "-c",
+            "select pg_backend_pid()",
+            "-c",
+            "set role pg_read_all_data",
+        ],
+    );
+    assert_ok(&with_role, "a session with SET ROLE");
+    let role_pid = stdout(&with_role)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(role_pid, fresh, "the kept connection was used");
+    let after_role = backend_pid(&env, "alice", &alice);
+    assert_ne!(
+        after_role, role_pid,
+        "a connection whose reset changed a parameter must not be kept"
+    );
+
     // The audit says which sessions got a kept connection.
     let lines = env.wait_audit("session_opened events", |ls| {
-        ls.iter().filter(|l| kind_is(l, "session_opened")).count() >= 7
+        ls.iter().filter(|l| kind_is(l, "session_opened")).count() >= 9
     });
     let reused: Vec<String> = lines
         .iter()
@@ -1878,7 +1909,7 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
         .collect();
     assert_eq!(
         reused,
-        ["false", "true", "true", "true", "false", "true", "false"],
+        ["false", "true", "true", "true", "false", "true", "false", "true", "false"],
         "audit:\n{}",
         lines.join("\n")
     );

@@ -8,9 +8,10 @@
 //! A connection is only kept when its session ended cleanly: the client sent Terminate while
 //! nothing was in flight and the server was idle outside a transaction, no cancel was forwarded
 //! during the session, and `DISCARD ALL` then succeeded without the server reporting a changed
-//! parameter (see [`reset`]). `DISCARD ALL` drops what a session can leave behind: settings
-//! (`SET`, `SET ROLE`, `SET SESSION AUTHORIZATION`), prepared statements, cursors, temporary
-//! tables, `LISTEN`s, advisory locks, sequence state and cached plans. It does not unload a
+//! parameter (see [`reset`]; a session that changed a reported parameter, such as
+//! `application_name`, `TimeZone` or its role, is not kept). `DISCARD ALL` drops what a session
+//! can leave behind: settings (custom ones too), prepared statements, cursors, temporary tables,
+//! `LISTEN`s, advisory locks, sequence state and cached plans. It does not unload a
 //! library a session `LOAD`ed, which is why pooling is off unless a target asks for it.
 //!
 //! A kept connection serves only a session with the same key: the target, whether the session is
