@@ -1741,16 +1741,23 @@ fn ended_sessions_stop_their_running_query_upstream() {
 // Upstream connections kept for the next session (`upstream_pool`)
 // ---------------------------------------------------------------------------------------------
 
-/// `select pg_backend_pid()` through the gateway, as `identity`, in a session of its own.
+/// `select pg_backend_pid()` then `statements`, in one session of its own through the gateway,
+/// as `identity`: the backend's pid.
+fn backend_pid_then(env: &Env, identity: &str, token: &str, statements: &[&str]) -> String {
+    let mut args = vec!["-At", "-c", "select pg_backend_pid()"];
+    for sql in statements {
+        args.extend(["-c", sql]);
+    }
+    let out = env.psql(identity, token, "require", &args);
+    assert_ok(&out, &format!("a session running {statements:?}"));
+    let pid = stdout(&out).lines().next().unwrap_or_default().to_string();
+    assert!(!pid.is_empty(), "no pid:\n{}", describe(&out));
+    pid
+}
+
+/// `select pg_backend_pid()` alone: see [`backend_pid_then`].
 fn backend_pid(env: &Env, identity: &str, token: &str) -> String {
-    let out = env.psql(
-        identity,
-        token,
-        "require",
-        &["-At", "-c", "select pg_backend_pid()"],
-    );
-    assert_ok(&out, "select pg_backend_pid()");
-    stdout(&out).trim().to_string()
+    backend_pid_then(env, identity, token, &[])
 }
 
 #[test]
@@ -1763,39 +1770,23 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
     let ci = env.token("ci-bot");
 
     // A session leaves state behind: settings (one a custom one, as row-level security policies
-    // read a tenant from), a prepared statement, a temporary table, an advisory lock, a LISTEN. The next session, another identity, gets the same backend
-    // (upstream TLS: the reset runs through rustls) and none of that.
-    let first = env.psql(
+    // read a tenant from), a prepared statement, a temporary table, an advisory lock, a LISTEN.
+    // The next session, another identity, gets the same backend (upstream TLS: the reset runs
+    // through rustls) and none of that.
+    let first_pid = backend_pid_then(
+        &env,
         "alice",
         &alice,
-        "require",
         &[
-            "-At",
-            "-c",
-            "select pg_backend_pid()",
-            "-c",
             "set search_path = pg_catalog",
-            "-c",
             "set work_mem = '7MB'",
-            "-c",
             "set app.tenant = 'alice-only'",
-            "-c",
             "prepare leftover as select 1",
-            "-c",
             "create temp table scratch (x int)",
-            "-c",
             "select pg_advisory_lock(4242)",
-            "-c",
             "listen somewhere",
         ],
     );
-    assert_ok(&first, "the first session");
-    let first_pid = stdout(&first)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(!first_pid.is_empty(), "no pid:\n{}", describe(&first));
 
     let second = env.psql(
         "ci-bot",
@@ -1823,19 +1814,13 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
     // the transaction back when it closes, and the next session gets a new backend. (`before`
     // is the kept backend, which the session with the open transaction then takes.)
     let before = backend_pid(&env, "alice", &alice);
-    let open = env.psql(
+    let open = backend_pid_then(
+        &env,
         "alice",
         &alice,
-        "require",
-        &[
-            "-At",
-            "-c",
-            "begin",
-            "-c",
-            "insert into audit_probe values (77)",
-        ],
+        &["begin", "insert into audit_probe values (77)"],
     );
-    assert_ok(&open, "a session left in a transaction");
+    assert_eq!(open, before, "the session took the kept connection");
     wait_for_scalar(
         &env.pg,
         &format!("select count(*) from pg_stat_activity where pid = {before}"),
@@ -1873,24 +1858,7 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
     // SET ROLE changes a parameter the server reports (is_superuser); DISCARD ALL changes it
     // back and the server says so, which the gateway takes as a reason not to keep the
     // connection: the parameters a later client would be shown must be the server's.
-    let with_role = env.psql(
-        "alice",
-        &alice,
-        "require",
-        &[
-            "-At",
-            "-c",
-            "select pg_backend_pid()",
-            "-c",
-            "set role pg_read_all_data",
-        ],
-    );
-    assert_ok(&with_role, "a session with SET ROLE");
-    let role_pid = stdout(&with_role)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let role_pid = backend_pid_then(&env, "alice", &alice, &["set role pg_read_all_data"]);
     assert_eq!(role_pid, fresh, "the kept connection was used");
     let after_role = backend_pid(&env, "alice", &alice);
     assert_ne!(

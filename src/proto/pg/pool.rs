@@ -95,14 +95,12 @@ impl UpstreamPool {
     /// keys (otherwise it is closed).
     pub fn put(&self, key: PoolKey, conn: Idle, cap: usize) {
         let mut idle = lock(&self.idle);
-        let mut kept = 0;
-        idle.retain(|k, list| {
-            list.retain(|c| conn.since.saturating_duration_since(c.since) < IDLE_MAX);
-            if k.target == key.target {
-                kept += list.len();
-            }
-            !list.is_empty()
-        });
+        drop_expired(&mut idle, conn.since);
+        let kept: usize = idle
+            .iter()
+            .filter(|(k, _)| k.target == key.target)
+            .map(|(_, list)| list.len())
+            .sum();
         if kept < cap {
             idle.entry(key).or_default().push(conn);
         }
@@ -110,10 +108,7 @@ impl UpstreamPool {
 
     /// Closes the connections kept longer than [`IDLE_MAX`].
     pub fn prune(&self, now: Instant) {
-        lock(&self.idle).retain(|_, list| {
-            list.retain(|c| now.saturating_duration_since(c.since) < IDLE_MAX);
-            !list.is_empty()
-        });
+        drop_expired(&mut lock(&self.idle), now);
     }
 
     /// Closes every kept connection (the policy changed).
@@ -126,6 +121,14 @@ impl UpstreamPool {
     pub fn len(&self) -> usize {
         lock(&self.idle).values().map(Vec::len).sum()
     }
+}
+
+/// Closes the connections kept longer than [`IDLE_MAX`] at `now`, and forgets empty keys.
+fn drop_expired(idle: &mut HashMap<PoolKey, Vec<Idle>>, now: Instant) {
+    idle.retain(|_, list| {
+        list.retain(|c| now.saturating_duration_since(c.since) < IDLE_MAX);
+        !list.is_empty()
+    });
 }
 
 /// A kept connection is usable while the server has sent nothing on it: a server that closed it

@@ -177,10 +177,6 @@ impl SessionRelay {
         }
     }
 
-    pub fn session(&self) -> &Arc<Session> {
-        &self.session
-    }
-
     pub fn client_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.legs.client.fd()
     }
@@ -740,10 +736,12 @@ impl SessionRelay {
             && self.legs.up_buf.is_empty()
     }
 
-    /// The upstream connection, if the session ended so that another may use it (see
-    /// `may_keep_upstream`).
-    pub fn into_reusable_upstream(self) -> Option<SyncConn> {
-        self.upstream_reusable.then_some(self.legs.up)
+    /// Hands the upstream connection to the session (`Session::keep_upstream`) if it ended so
+    /// that another session may use it (see `may_keep_upstream`); otherwise it closes here.
+    pub fn hand_back_upstream(self) {
+        if self.upstream_reusable {
+            self.session.keep_upstream(self.legs.up);
+        }
     }
 
     pub fn take_audit_leftover(&mut self, now: Instant) -> AuditLeftover {

@@ -362,10 +362,7 @@ impl Worker {
         let leftover = s.relay.take_audit_leftover(Instant::now());
         if let Some(s) = self.slots[slot].take() {
             // Handed over before the session's task hears of the end, which is when it looks.
-            let session = s.relay.session().clone();
-            if let Some(up) = s.relay.into_reusable_upstream() {
-                session.keep_upstream(up);
-            }
+            s.relay.hand_back_upstream();
             let _ = s.ended.try_send((ending, leftover));
         }
         self.free.push(slot);
