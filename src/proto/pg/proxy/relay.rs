@@ -715,8 +715,6 @@ impl SessionRelay {
         true
     }
 
-    /// What is left to audit, for the session's task to finish once this relay is gone: the
-    /// completions not yet queued, then the statements upstream never answered.
     /// Whether the upstream connection could serve another session once this client is gone:
     /// the target keeps connections, and the server is idle outside a transaction with nothing
     /// in flight, nothing unread and nothing unsent.
@@ -744,6 +742,8 @@ impl SessionRelay {
         }
     }
 
+    /// What is left to audit, for the session's task to finish once this relay is gone: the
+    /// completions not yet queued, then the statements upstream never answered.
     pub fn take_audit_leftover(&mut self, now: Instant) -> AuditLeftover {
         lock(&self.session.pipeline).abandon(now, &mut self.done);
         AuditLeftover {
