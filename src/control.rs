@@ -832,6 +832,7 @@ mod tests {
                 http: None,
                 webhooks: vec![],
                 webhook_ca: None,
+                relay_busy_poll_us: 0,
             },
             identities: vec![
                 ident("alice", IdentityKind::Human, None),

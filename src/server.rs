@@ -227,15 +227,15 @@ impl Gateway {
         n
     }
 
-    /// Load the policy file again. A bad file is refused and the old policy keeps serving.
-    /// Returns the `[gateway]` keys read only at start whose value in the new file differs from
-    /// the one the gateway runs with (see `Gateway::start_only_changes`).
     /// Raised by every reload: what a session compares to know whether the policy changed since
     /// it started.
     pub fn policy_generation(&self) -> u64 {
         self.policy_generation.load(Ordering::Acquire)
     }
 
+    /// Load the policy file again. A bad file is refused and the old policy keeps serving.
+    /// Returns the `[gateway]` keys read only at start whose value in the new file differs from
+    /// the one the gateway runs with (see `Gateway::start_only_changes`).
     pub fn reload(&self) -> Result<Vec<&'static str>, String> {
         let policy = config::load(&self.config_path).map_err(|e| e.to_string())?;
         let loaded = Loaded::build(policy, self.mask_key)?;
@@ -243,6 +243,8 @@ impl Gateway {
         let at_restart = self.started.start_only_changes(&policy.gateway);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         self.policy_generation.fetch_add(1, Ordering::Release);
+        self.pg_workers
+            .set_busy_poll(policy.gateway.relay_busy_poll_us);
         // A kept upstream connection was opened under the old settings of its target.
         self.upstream_pool.clear();
         // Sessions whose identity or target is gone end now.
@@ -296,6 +298,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let flush = policy.gateway.audit_flush_interval;
     let audit_queue = policy.gateway.audit_queue;
     let audit_retention = policy.gateway.audit_retention;
+    let busy_poll_us = policy.gateway.relay_busy_poll_us;
     let data_dir = policy.gateway.data_dir.clone();
     let started = policy.gateway.clone();
     let webhook_tls = match (&policy.webhooks_ca(), policy.gateway.webhooks.is_empty()) {
@@ -318,7 +321,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         crate::approval::Broker::open(store.clone(), audit.clone(), now_unix())
             .map_err(|e| format!("approval store: {e}"))?,
     );
-    let pg_workers = crate::proto::pg::proxy::Workers::start(opts.threads)
+    let pg_workers = crate::proto::pg::proxy::Workers::start(opts.threads, busy_poll_us)
         .map_err(|e| format!("cannot start the relay workers: {e}"))?;
 
     let gw = Arc::new(Gateway {

@@ -73,6 +73,8 @@ struct PolicySpec {
     tcp_keepalive: Option<&'static str>,
     /// `upstream_pool` of every target, when set.
     upstream_pool: Option<usize>,
+    /// `[gateway] relay_busy_poll_us`, when set.
+    relay_busy_poll_us: Option<u32>,
 }
 
 /// The password file every target uses, written next to the policy.
@@ -96,6 +98,7 @@ impl PolicySpec {
             audit_queue: None,
             tcp_keepalive: None,
             upstream_pool: None,
+            relay_busy_poll_us: None,
         }
     }
 
@@ -139,6 +142,9 @@ impl PolicySpec {
         }
         if let Some(d) = self.tcp_keepalive {
             p.push_str(&format!("tcp_keepalive = {}\n", toml_str(d)));
+        }
+        if let Some(us) = self.relay_busy_poll_us {
+            p.push_str(&format!("relay_busy_poll_us = {us}\n"));
         }
         p.push_str(
             "\n\
@@ -1880,6 +1886,77 @@ fn a_kept_upstream_connection_serves_the_next_session_reset() {
         ["false", "true", "true", "true", "false", "true", "false", "true", "false"],
         "audit:\n{}",
         lines.join("\n")
+    );
+}
+
+/// A worker busy polls while it serves one session, and stops after polls that find nothing (a
+/// statement slower than the budget): neither may lose, reorder or hold up a message. The longest
+/// budget, so the polls overlap as much as they can with the traffic.
+#[test]
+fn busy_polling_relays_a_lone_session_and_a_crowd_unchanged() {
+    let pg = start_cluster();
+    let mut spec = PolicySpec::new(&pg, Upstream::Disable);
+    spec.relay_busy_poll_us = Some(1000);
+    let env = Env::start_with(pg, spec);
+    let token = env.token("alice");
+
+    let out = pgbench(env.port, "alice", "db", &token, &["-i", "-s", "1", "-q"]);
+    assert_ok(&out, "pgbench -i -s 1");
+    // One client: its worker polls between the query and the answer and between the answer and
+    // the next query. Then four clients, over both workers.
+    for clients in ["1", "4"] {
+        for mode in ["simple", "prepared"] {
+            let args = ["-S", "-t", "300", "-c", clients, "-M", mode];
+            let out = pgbench(env.port, "alice", "db", &token, &args);
+            assert_ok(&out, &format!("pgbench {args:?}"));
+            let text = stdout(&out);
+            let want = format!(
+                "number of transactions actually processed: {}/",
+                300 * clients.parse::<u32>().unwrap()
+            );
+            assert!(text.contains(&want), "pgbench {args:?}:\n{text}");
+            assert!(
+                text.contains("number of failed transactions: 0"),
+                "pgbench {args:?}:\n{}",
+                describe(&out)
+            );
+        }
+    }
+
+    // Statements slower than the budget: each poll misses, the worker backs off, and the
+    // answers still come in order, as does a refusal between them (the session goes on after
+    // it: psql must not stop at the error).
+    let mut script = String::from("\\set ON_ERROR_STOP 0\n");
+    for word in [
+        "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+    ] {
+        script.push_str(&format!("select '{word}', pg_sleep(0.01);\n"));
+    }
+    script.push_str(
+        "delete from pgbench_accounts;\nselect 'after', count(*) from pgbench_branches;\n",
+    );
+    let out = env.psql_in(
+        "alice",
+        &token,
+        "disable",
+        &["-At"],
+        Some(script.as_bytes()),
+    );
+    let text = stdout(&out);
+    let order: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        order,
+        [
+            "first|", "second|", "third|", "fourth|", "fifth|", "sixth|", "seventh|", "eighth|",
+            "ninth|", "after|1"
+        ],
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).contains("42501"), "{}", describe(&out));
+    assert_eq!(
+        env.pg.query_scalar("select count(*) from pgbench_accounts"),
+        "100000"
     );
 }
 

@@ -103,6 +103,10 @@ pub struct Gateway {
     pub webhooks: Vec<String>,
     /// CA bundle (PEM) to verify webhook servers; default: the system bundle.
     pub webhook_ca: Option<PathBuf>,
+    /// Microseconds a relay worker serving a single active session polls for its next message
+    /// before it sleeps (default 0: never). Trades idle CPU for latency; see
+    /// `proto::pg::proxy::worker`.
+    pub relay_busy_poll_us: u32,
 }
 
 impl Gateway {

@@ -47,6 +47,7 @@ pub(crate) struct RawGateway {
     pub http: Option<Spanned<RawHttp>>,
     pub webhooks: Option<SpannedList>,
     pub webhook_ca: Option<Spanned<String>>,
+    pub relay_busy_poll_us: Option<Spanned<i64>>,
 }
 
 /// `[gateway] http = { listen, tls = { cert, key }, allow_plain_http }`.

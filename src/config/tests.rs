@@ -183,6 +183,7 @@ fn defaults_fill_every_optional_gateway_key() {
     assert_eq!(g.audit_queue, 65_536);
     assert_eq!(g.tcp_keepalive, Some(Duration::from_secs(60)));
     assert_eq!(g.audit_retention, None);
+    assert_eq!(g.relay_busy_poll_us, 0);
     assert_eq!(g.public_url, None);
     assert_eq!(p.source, src());
 }
@@ -372,6 +373,24 @@ fn audit_retention_is_at_least_an_hour() {
         19,
         "`audit_retention` must be longer than zero",
     );
+}
+
+#[test]
+fn relay_busy_poll_is_off_by_default_and_at_most_a_millisecond() {
+    let p = ok(&format!("{GW}relay_busy_poll_us = 50\n"));
+    assert_eq!(p.gateway.relay_busy_poll_us, 50);
+    let p = ok(&format!("{GW}relay_busy_poll_us = 0\n"));
+    assert_eq!(p.gateway.relay_busy_poll_us, 0);
+    let p = ok(&format!("{GW}relay_busy_poll_us = 1000\n"));
+    assert_eq!(p.gateway.relay_busy_poll_us, 1000);
+    for bad in ["1001", "-1", "5000000000"] {
+        one_problem(
+            &format!("[gateway]\ndata_dir = \"/x\"\nrelay_busy_poll_us = {bad}\n"),
+            3,
+            22,
+            "`relay_busy_poll_us` must be a number of microseconds between 0 (off) and 1000",
+        );
+    }
 }
 
 #[test]

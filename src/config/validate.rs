@@ -28,6 +28,9 @@ const MAX_CONNECTIONS: i64 = 1_000_000;
 /// Largest `audit_queue`: a queued statement event holds its text (up to 256 KiB in the worst
 /// case), so the bound is also the audit's memory bound.
 const MAX_AUDIT_QUEUE: i64 = 1 << 20;
+/// Largest `relay_busy_poll_us`: past a millisecond a poll is no longer about wake-up latency,
+/// and it would hold up the worker's timers.
+const MAX_RELAY_BUSY_POLL_US: u32 = 1000;
 /// A rule name the engine uses for read-only refusals.
 const RESERVED_RULE_NAME: &str = "read_only";
 /// Most idle upstream connections a target may keep (`upstream_pool`).
@@ -413,6 +416,7 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
         http: None,
         webhooks: Vec::new(),
         webhook_ca: None,
+        relay_busy_poll_us: 0,
     };
     let Some(raw) = raw else {
         cx.err(
@@ -505,6 +509,17 @@ fn gateway(cx: &mut Ctx<'_>, raw: Option<&Spanned<RawGateway>>) -> Gateway {
             _ => cx.err(
                 v.span(),
                 format!("`audit_queue` must be a number of events between 1 and {MAX_AUDIT_QUEUE}"),
+            ),
+        }
+    }
+    if let Some(v) = &r.relay_busy_poll_us {
+        match u32::try_from(*v.get_ref()) {
+            Ok(n) if n <= MAX_RELAY_BUSY_POLL_US => g.relay_busy_poll_us = n,
+            _ => cx.err(
+                v.span(),
+                format!(
+                    "`relay_busy_poll_us` must be a number of microseconds between 0 (off) and {MAX_RELAY_BUSY_POLL_US}"
+                ),
             ),
         }
     }

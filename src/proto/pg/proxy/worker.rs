@@ -9,12 +9,22 @@
 //! Futures a relay polls (a statement's durable audit record, an approval wait, a kill order) are
 //! woken through a per-session waker that queues the session on its worker and wakes the
 //! worker's `WakePipe`, which is in the epoll set.
+//!
+//! Busy polling (`[gateway] relay_busy_poll_us`, off by default): a worker that serves a single
+//! active session polls its epoll set without blocking for a moment before it sleeps. With one
+//! client, every statement is two hand-offs through the gateway (the query up, the answer down),
+//! and each one finds the worker asleep: waking a sleeping thread, on a virtual machine an idle
+//! virtual CPU, is most of the latency the gateway adds. A worker with several active sessions
+//! never polls: it is woken often anyway, and its CPU is better left to the others. Between two
+//! polls it yields the CPU to whatever else is runnable there, and after [`SPIN_MISSES`] polls in
+//! a row that found nothing it stops for [`SPIN_BACKOFF`], so a session whose statements take
+//! longer than the budget costs almost nothing.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
@@ -31,6 +41,14 @@ use crate::server::lock;
 
 /// The epoll token of a worker's wake socket (session tokens are `slot << 1 | leg`).
 const WAKE: u64 = u64::MAX;
+
+/// Busy polls in a row that found nothing before a worker stops polling for [`SPIN_BACKOFF`].
+const SPIN_MISSES: u32 = 8;
+/// How long a worker does not busy poll after [`SPIN_MISSES`] polls found nothing.
+const SPIN_BACKOFF: Duration = Duration::from_secs(1);
+/// The window over which a worker counts its active sessions (it busy polls only while that
+/// count, in this window or the one before, is one).
+const ACTIVE_WINDOW: Duration = Duration::from_millis(10);
 
 /// A session handed to a worker.
 pub(crate) struct NewSession {
@@ -81,6 +99,8 @@ struct Handle {
 pub struct Workers {
     handles: Vec<Handle>,
     next: AtomicUsize,
+    /// `[gateway] relay_busy_poll_us`, shared by every worker (a reload changes it).
+    busy_poll_us: Arc<AtomicU32>,
 }
 
 impl Workers {
@@ -88,7 +108,8 @@ impl Workers {
     ///
     /// # Errors
     /// A thread, epoll instance or socket pair could not be created.
-    pub fn start(n: usize) -> io::Result<Workers> {
+    pub fn start(n: usize, busy_poll_us: u32) -> io::Result<Workers> {
+        let busy_poll = Arc::new(AtomicU32::new(busy_poll_us));
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
             let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
@@ -100,15 +121,24 @@ impl Workers {
             });
             let (inbox, sessions) = mpsc::channel();
             let worker_shared = shared.clone();
+            let worker_busy_poll = busy_poll.clone();
             std::thread::Builder::new()
                 .name(format!("pg-relay-{i}"))
-                .spawn(move || Worker::new(epoll, pipe, sessions, worker_shared).run())?;
+                .spawn(move || {
+                    Worker::new(epoll, pipe, sessions, worker_shared, worker_busy_poll).run();
+                })?;
             handles.push(Handle { inbox, shared });
         }
         Ok(Workers {
             handles,
             next: AtomicUsize::new(0),
+            busy_poll_us: busy_poll,
         })
+    }
+
+    /// Sets how long a worker with one active session polls before it sleeps (0: never).
+    pub fn set_busy_poll(&self, us: u32) {
+        self.busy_poll_us.store(us, Ordering::Relaxed);
     }
 
     /// Hands a session to the next worker.
@@ -138,6 +168,82 @@ struct Slot {
     scheduled: Option<Instant>,
     /// A future of this session was woken since its last advance.
     woken: bool,
+    /// The activity window in which this session was last counted (`Activity::window`).
+    counted_in: u64,
+}
+
+/// How many sessions a worker handled lately, and its busy polls' record (see the module doc).
+struct Activity {
+    budget_us: Arc<AtomicU32>,
+    /// Numbers the windows of [`ACTIVE_WINDOW`].
+    window: u64,
+    window_start: Instant,
+    /// Sessions handled in this window, and in the one before.
+    active: usize,
+    active_before: usize,
+    /// The last round handled at least one session (a round of only expired timers does not
+    /// start a poll).
+    worked: bool,
+    misses: u32,
+    paused_until: Option<Instant>,
+}
+
+impl Activity {
+    fn new(budget_us: Arc<AtomicU32>, now: Instant) -> Activity {
+        Activity {
+            budget_us,
+            window: 1,
+            window_start: now,
+            active: 0,
+            active_before: 0,
+            worked: false,
+            misses: 0,
+            paused_until: None,
+        }
+    }
+
+    /// Counts a session as active in the current window (`counted_in`: its `Slot::counted_in`).
+    fn saw(&mut self, counted_in: &mut u64) {
+        if *counted_in != self.window {
+            *counted_in = self.window;
+            self.active += 1;
+        }
+    }
+
+    /// Ends a round: a new window starts when the current one is over.
+    fn round_done(&mut self, handled: usize, now: Instant) {
+        self.worked = handled > 0;
+        if now.saturating_duration_since(self.window_start) >= ACTIVE_WINDOW {
+            self.window += 1;
+            self.window_start = now;
+            self.active_before = self.active;
+            self.active = 0;
+        }
+    }
+
+    /// How long to poll before sleeping now: never when it is off, after an idle round, with
+    /// more than one active session, or while paused after misses.
+    fn budget(&self) -> Option<Duration> {
+        let us = self.budget_us.load(Ordering::Relaxed);
+        if us == 0 || !self.worked || self.active.max(self.active_before) != 1 {
+            return None;
+        }
+        let paused = self.paused_until.is_some_and(|t| Instant::now() < t);
+        (!paused).then(|| Duration::from_micros(u64::from(us)))
+    }
+
+    /// Records whether a poll found something.
+    fn polled(&mut self, found: bool, now: Instant) {
+        if found {
+            self.misses = 0;
+            return;
+        }
+        self.misses += 1;
+        if self.misses >= SPIN_MISSES {
+            self.misses = 0;
+            self.paused_until = Some(now + SPIN_BACKOFF);
+        }
+    }
 }
 
 struct Worker {
@@ -150,6 +256,7 @@ struct Worker {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     todo: Vec<usize>,
     scratch: Vec<u8>,
+    activity: Activity,
 }
 
 fn client_flags(i: &Interest) -> EventFlags {
@@ -180,6 +287,7 @@ impl Worker {
         pipe: WakePipe,
         sessions: mpsc::Receiver<NewSession>,
         shared: Arc<Shared>,
+        busy_poll_us: Arc<AtomicU32>,
     ) -> Worker {
         Worker {
             epoll,
@@ -191,7 +299,32 @@ impl Worker {
             timers: BinaryHeap::new(),
             todo: Vec::new(),
             scratch: vec![0u8; READ_CHUNK],
+            activity: Activity::new(busy_poll_us, Instant::now()),
         }
+    }
+
+    /// Polls the epoll set without blocking, yielding the CPU between polls, for at most
+    /// `budget`. Returns how many events it found (0: none, or the poll failed; the blocking wait
+    /// that follows reports a failure).
+    fn busy_poll(&mut self, events: &mut [epoll::Event], budget: Duration) -> usize {
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let start = Instant::now();
+        let found = loop {
+            match epoll::wait(&self.epoll, &mut *events, Some(&zero)) {
+                Ok(n) if n > 0 => break n,
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break 0,
+            }
+            if start.elapsed() >= budget {
+                break 0;
+            }
+            std::thread::yield_now();
+        };
+        self.activity.polled(found > 0, Instant::now());
+        found
     }
 
     fn run(mut self) {
@@ -201,6 +334,10 @@ impl Worker {
         };
         let mut events = vec![empty; 256];
         loop {
+            let polled = match self.activity.budget() {
+                Some(budget) => self.busy_poll(&mut events, budget),
+                None => 0,
+            };
             let timeout = self.timers.peek().map(|Reverse((at, _))| {
                 let left = at.saturating_duration_since(Instant::now());
                 // Round up, so a timer is never seen as "not yet due" after the wait.
@@ -210,7 +347,12 @@ impl Worker {
                     tv_nsec: i64::from(left.subsec_nanos()),
                 }
             });
-            let n = match epoll::wait(&self.epoll, &mut events[..], timeout.as_ref()) {
+            let waited = if polled > 0 {
+                Ok(polled)
+            } else {
+                epoll::wait(&self.epoll, &mut events[..], timeout.as_ref())
+            };
+            let n = match waited {
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => 0,
                 Err(e) => {
@@ -262,8 +404,12 @@ impl Worker {
             todo.dedup();
             // Every ready session's work first, then every write (see `SessionRelay::flush`).
             for &slot in &todo {
+                if let Some(Some(s)) = self.slots.get_mut(slot) {
+                    self.activity.saw(&mut s.counted_in);
+                }
                 self.advance(slot, now);
             }
+            self.activity.round_done(todo.len(), now);
             for slot in todo.drain(..) {
                 self.settle(slot, now);
             }
@@ -332,6 +478,7 @@ impl Worker {
             up: Some(interest),
             scheduled: None,
             woken: true,
+            counted_in: 0,
         });
         // Bytes read during the handshake may already hold messages.
         self.todo.push(slot);
@@ -421,5 +568,82 @@ impl Worker {
                 self.timers.push(Reverse((due, slot)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(us: u32) -> (Activity, Instant) {
+        let now = Instant::now();
+        (Activity::new(Arc::new(AtomicU32::new(us)), now), now)
+    }
+
+    #[test]
+    fn a_lone_active_session_is_polled_for_and_a_crowd_is_not() {
+        let (mut a, now) = activity(50);
+        assert_eq!(a.budget(), None, "nothing handled yet");
+        let (mut s1, mut s2) = (0, 0);
+        a.saw(&mut s1);
+        a.saw(&mut s1);
+        a.round_done(1, now);
+        assert_eq!(a.budget(), Some(Duration::from_micros(50)));
+        // A second session in the same window: no polling.
+        a.saw(&mut s2);
+        a.round_done(1, now);
+        assert_eq!(a.budget(), None);
+        // The next window has only one, but the one before had two.
+        let later = now + ACTIVE_WINDOW;
+        a.round_done(0, later);
+        a.saw(&mut s1);
+        a.round_done(1, later + Duration::from_millis(1));
+        assert_eq!(a.budget(), None);
+        // A window later the crowd is gone.
+        let much_later = later + ACTIVE_WINDOW;
+        a.saw(&mut s1);
+        a.round_done(1, much_later);
+        a.saw(&mut s1);
+        a.round_done(1, much_later + Duration::from_millis(1));
+        assert_eq!(a.budget(), Some(Duration::from_micros(50)));
+        // A round that handled nothing (timers only) starts no poll.
+        a.round_done(0, much_later + Duration::from_millis(2));
+        assert_eq!(a.budget(), None);
+    }
+
+    #[test]
+    fn polling_is_off_at_zero_and_follows_a_reload() {
+        let (mut a, now) = activity(0);
+        let mut s = 0;
+        a.saw(&mut s);
+        a.round_done(1, now);
+        assert_eq!(a.budget(), None);
+        a.budget_us.store(200, Ordering::Relaxed);
+        assert_eq!(a.budget(), Some(Duration::from_micros(200)));
+    }
+
+    #[test]
+    fn polls_that_keep_finding_nothing_pause_polling() {
+        let (mut a, now) = activity(50);
+        let mut s = 0;
+        a.saw(&mut s);
+        a.round_done(1, now);
+        for _ in 0..SPIN_MISSES - 1 {
+            a.polled(false, now);
+            assert!(a.budget().is_some());
+        }
+        // A hit starts the count again.
+        a.polled(true, now);
+        for _ in 0..SPIN_MISSES - 1 {
+            a.polled(false, now);
+        }
+        assert!(a.budget().is_some());
+        a.polled(false, Instant::now());
+        assert_eq!(
+            a.budget(),
+            None,
+            "paused after {SPIN_MISSES} misses in a row"
+        );
+        assert!(a.paused_until.is_some_and(|t| t > Instant::now()));
     }
 }
