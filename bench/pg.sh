@@ -62,6 +62,20 @@ if [[ ${FORCE_INIT:-} == 1 || $branches != "$SCALE" ]]; then
     env "${direct_env[@]}" pgbench -i -q -s "$SCALE" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench >&2
 fi
 
+# ---- connection headroom --------------------------------------------------------------------
+# pgbouncer keeps a server connection for each client it has served and portcullis keeps its
+# upstream ones (`upstream_pool`), so while direct runs at the most clients, both proxies may
+# still hold as many: three times the largest client count, on top of what is already connected.
+max_clients=$(printf '%s\n' "${CLIENTS[@]}" | sort -n | tail -1)
+need=$((3 * max_clients))
+server_max=$(psql_direct -d postgres -c 'show max_connections')
+in_use=$(psql_direct -d postgres -c "select count(*) - 1 from pg_stat_activity where backend_type = 'client backend'")
+if ((server_max - in_use < need)); then
+    log "PostgreSQL at $DB_HOST:$DB_PORT allows $server_max connections and $in_use are in use; this run needs up to $need"
+    log "(direct, pgbouncer and portcullis at $max_clients clients each): close some, or raise max_connections"
+    exit 1
+fi
+
 # ---- pgbouncer (session mode) ---------------------------------------------------------------
 PGBOUNCER_PORT=
 PGBOUNCER_PASSWORD=bench-$RANDOM$RANDOM
@@ -268,13 +282,14 @@ run_pgbench() {
     faults_before=$(fault_count)
     ticks_before=$(busy_ticks)
     case $path in
-    direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || out= ;;
+    # A failed run keeps its output: it is shown below, and has no "tps = " line to read.
+    direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || true ;;
     pgbouncer)
         [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a"; return; }
-        out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || out= ;;
+        out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || true ;;
     portcullis)
         [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a"; return; }
-        out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || out= ;;
+        out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || true ;;
     esac
     ticks_after=$(busy_ticks)
     faults_after=$(fault_count)
@@ -292,12 +307,14 @@ run_pgbench() {
         'BEGIN { if (t > 0 && a != "" && b != "") printf "%.2f", (b - a) / t; else print "n/a" }')
     if [[ -z $tps ]]; then
         log "pgbench via $path ($mode, $clients clients) failed:"
-        [[ -n $out ]] && sed 's/^/  | /' <<<"$out" | tail -5 >&2
+        if [[ -n $out ]]; then sed 's/^/  | /' <<<"$out" | tail -5 >&2; fi
     fi
     echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy} ${writer} ${faults}"
 }
 
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
+# fmt_rounds TPS...: each round's TPS, a failed round as n/a.
+fmt_rounds() { local v; for v in "$@"; do printf '%s ' "$(fmt_tps "$v")"; done; }
 added_us() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.0f", (a - b) * 1000 }'; }
 
 # median VALUES...: the middle value (the lower middle for an even count); n/a values are
@@ -344,7 +361,7 @@ for mode in "${MODES[@]}"; do
             "$(fmt_tps "$b_tps")" "$(fmt_tps "$p_tps")" "$(ratio "$p_tps" "$d_tps")" "$(ratio "$p_tps" "$b_tps")")")
         if [[ $ROUNDS -gt 1 ]]; then
             rows+=("$(printf '  rounds: direct %s | pgbouncer %s | portcullis %s | portcullis/pgbouncer per round %s(median %s)' \
-                "$(printf '%.0f ' "${d_all[@]/n\/a/0}")" "$(printf '%.0f ' "${b_all[@]/n\/a/0}")" "$(printf '%.0f ' "${p_all[@]/n\/a/0}")" \
+                "$(fmt_rounds "${d_all[@]}")" "$(fmt_rounds "${b_all[@]}")" "$(fmt_rounds "${p_all[@]}")" \
                 "$(printf '%s ' "${paired[@]}")" "$(median "${paired[@]}")")")
         fi
         if [[ $c == 1 ]]; then
