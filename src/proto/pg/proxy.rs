@@ -129,15 +129,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
         .as_ref()
         .and_then(|key| gw.upstream_pool.take(key, Instant::now()));
     let up = match kept {
-        Some(kept) => UpLeg {
-            conn: Ok(kept.conn),
-            buf: Vec::new(),
-            params: kept.params,
-            pid: kept.pid,
-            secret: kept.secret,
-            tls: kept.tls,
-            reused: true,
-        },
+        Some(kept) => UpLeg::kept(kept),
         None => {
             let connect = upstream::connect(
                 &target,
@@ -148,14 +140,14 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
                 &nonce,
                 gwcfg.tcp_keepalive,
             );
-            let up = async { Some(connect.await) }
+            let opened = async { Some(connect.await) }
                 .or(async {
                     smol::Timer::after(gwcfg.upstream_timeout).await;
                     None
                 })
                 .await;
-            let up = match up {
-                Some(Ok(up)) => up,
+            match opened {
+                Some(Ok(up)) => UpLeg::opened(up),
                 Some(Err(e)) => {
                     gw.metrics
                         .target(&target.name)
@@ -199,16 +191,6 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
                     .await;
                     return;
                 }
-            };
-            let tls = up.conn.stream.is_tls();
-            UpLeg {
-                conn: SyncConn::from_stream(up.conn.stream),
-                buf: up.conn.buf,
-                params: up.params,
-                pid: up.pid,
-                secret: up.secret,
-                tls,
-                reused: false,
             }
         }
     };
@@ -428,6 +410,33 @@ struct UpLeg {
     secret: Vec<u8>,
     tls: bool,
     reused: bool,
+}
+
+impl UpLeg {
+    fn kept(kept: Idle) -> UpLeg {
+        UpLeg {
+            conn: Ok(kept.conn),
+            buf: Vec::new(),
+            params: kept.params,
+            pid: kept.pid,
+            secret: kept.secret,
+            tls: kept.tls,
+            reused: true,
+        }
+    }
+
+    fn opened(up: upstream::Upstream) -> UpLeg {
+        let tls = up.conn.stream.is_tls();
+        UpLeg {
+            conn: SyncConn::from_stream(up.conn.stream),
+            buf: up.conn.buf,
+            params: up.params,
+            pid: up.pid,
+            secret: up.secret,
+            tls,
+            reused: false,
+        }
+    }
 }
 
 /// Decrements the open-sessions gauge however the session ends.

@@ -730,7 +730,7 @@ impl SessionRelay {
             && self.resolving.is_none()
             && self.closing.is_none()
             && !self.up_eof
-            && self.to_up.is_empty()
+            && !self.legs.up.wants_write(&self.to_up)
             && self.legs.up_buf.is_empty()
     }
 

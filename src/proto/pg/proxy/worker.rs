@@ -404,9 +404,6 @@ impl Worker {
             todo.dedup();
             // Every ready session's work first, then every write (see `SessionRelay::flush`).
             for &slot in &todo {
-                if let Some(Some(s)) = self.slots.get_mut(slot) {
-                    self.activity.saw(&mut s.counted_in);
-                }
                 self.advance(slot, now);
             }
             self.activity.round_done(todo.len(), now);
@@ -488,6 +485,7 @@ impl Worker {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
+        self.activity.saw(&mut s.counted_in);
         let mut cx = Context::from_waker(&s.waker);
         let woken = std::mem::take(&mut s.woken);
         if let Some(ending) = s.relay.advance(&mut cx, now, woken) {
