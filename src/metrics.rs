@@ -125,9 +125,25 @@ pub struct TargetMetrics {
     pub statement_latency: Histogram,
 }
 
+/// What busy polling (`[gateway] relay_busy_poll_us`) did, over every relay worker: each worker
+/// adds to these once per poll, never per statement.
+#[derive(Default)]
+pub struct BusyPollStats {
+    /// Polls that found a socket ready within the budget.
+    pub found: AtomicU64,
+    /// Polls that used the whole budget and found nothing (the worker then slept).
+    pub missed: AtomicU64,
+    /// Pauses after misses in a row (a worker stops polling for a second).
+    pub pauses: AtomicU64,
+    /// Time spent polling, in µs: about the CPU time busy polling cost.
+    pub micros: AtomicU64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     targets: RwLock<BTreeMap<String, Arc<TargetMetrics>>>,
+    /// Shared with the relay workers, which count into it.
+    pub busy_poll: Arc<BusyPollStats>,
     pub approvals_approved: AtomicU64,
     pub approvals_denied: AtomicU64,
     pub approvals_timed_out: AtomicU64,
@@ -267,7 +283,52 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE portcullis_approval_wait_seconds histogram");
         self.approval_wait
             .render(&mut out, "portcullis_approval_wait_seconds", "");
+        self.render_busy_poll(&mut out);
         out
+    }
+
+    fn render_busy_poll(&self, out: &mut String) {
+        let b = &self.busy_poll;
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_relay_busy_polls_total Busy polls of relay workers (relay_busy_poll_us) by outcome."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_relay_busy_polls_total counter");
+        for (outcome, v) in [("found", &b.found), ("missed", &b.missed)] {
+            let _ = writeln!(
+                out,
+                "portcullis_relay_busy_polls_total{{outcome=\"{outcome}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_relay_busy_poll_pauses_total Times a relay worker stopped busy polling for a second after polls in a row found nothing."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE portcullis_relay_busy_poll_pauses_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_relay_busy_poll_pauses_total {}",
+            b.pauses.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_relay_busy_poll_seconds_total Time relay workers spent busy polling (about the CPU time it cost)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE portcullis_relay_busy_poll_seconds_total counter"
+        );
+        let micros = b.micros.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "portcullis_relay_busy_poll_seconds_total {}.{:06}",
+            micros / 1_000_000,
+            micros % 1_000_000
+        );
     }
 }
 
@@ -301,6 +362,20 @@ mod tests {
         assert!(text.contains("portcullis_statement_duration_seconds_count{target=\"app-db\"} 2"));
         assert!(text.contains("portcullis_approvals_pending 2"));
         assert!(text.contains("portcullis_approval_wait_seconds_bucket{le=\"+Inf\"} 0"));
+    }
+
+    #[test]
+    fn renders_busy_poll_counters() {
+        let m = Metrics::default();
+        m.busy_poll.found.fetch_add(7, Ordering::Relaxed);
+        m.busy_poll.missed.fetch_add(3, Ordering::Relaxed);
+        m.busy_poll.pauses.fetch_add(1, Ordering::Relaxed);
+        m.busy_poll.micros.fetch_add(2_000_050, Ordering::Relaxed);
+        let text = m.render(0);
+        assert!(text.contains("portcullis_relay_busy_polls_total{outcome=\"found\"} 7\n"));
+        assert!(text.contains("portcullis_relay_busy_polls_total{outcome=\"missed\"} 3\n"));
+        assert!(text.contains("portcullis_relay_busy_poll_pauses_total 1\n"));
+        assert!(text.contains("portcullis_relay_busy_poll_seconds_total 2.000050\n"));
     }
 
     #[test]

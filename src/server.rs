@@ -321,8 +321,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         crate::approval::Broker::open(store.clone(), audit.clone(), now_unix())
             .map_err(|e| format!("approval store: {e}"))?,
     );
-    let pg_workers = crate::proto::pg::proxy::Workers::start(opts.threads, busy_poll_us)
-        .map_err(|e| format!("cannot start the relay workers: {e}"))?;
+    let metrics = crate::metrics::Metrics::default();
+    let pg_workers = crate::proto::pg::proxy::Workers::start(
+        opts.threads,
+        busy_poll_us,
+        metrics.busy_poll.clone(),
+    )
+    .map_err(|e| format!("cannot start the relay workers: {e}"))?;
 
     let gw = Arc::new(Gateway {
         loaded: RwLock::new(Arc::new(loaded)),
@@ -337,7 +342,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
             by_addr: HashMap::new(),
         }),
         rng: SystemRandom::new(),
-        metrics: crate::metrics::Metrics::default(),
+        metrics,
         broker,
         notifier,
         catalog: Default::default(),

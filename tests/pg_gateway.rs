@@ -75,6 +75,8 @@ struct PolicySpec {
     upstream_pool: Option<usize>,
     /// `[gateway] relay_busy_poll_us`, when set.
     relay_busy_poll_us: Option<u32>,
+    /// `[gateway] http` on this loopback port (plain HTTP: /metrics), when set.
+    http_port: Option<u16>,
 }
 
 /// The password file every target uses, written next to the policy.
@@ -99,6 +101,7 @@ impl PolicySpec {
             tcp_keepalive: None,
             upstream_pool: None,
             relay_busy_poll_us: None,
+            http_port: None,
         }
     }
 
@@ -145,6 +148,9 @@ impl PolicySpec {
         }
         if let Some(us) = self.relay_busy_poll_us {
             p.push_str(&format!("relay_busy_poll_us = {us}\n"));
+        }
+        if let Some(port) = self.http_port {
+            p.push_str(&format!("http = {{ listen = \"127.0.0.1:{port}\" }}\n"));
         }
         p.push_str(
             "\n\
@@ -1897,13 +1903,29 @@ fn busy_polling_relays_a_lone_session_and_a_crowd_unchanged() {
     let pg = start_cluster();
     let mut spec = PolicySpec::new(&pg, Upstream::Disable);
     spec.relay_busy_poll_us = Some(1000);
+    let http_port = free_port();
+    spec.http_port = Some(http_port);
     let env = Env::start_with(pg, spec);
     let token = env.token("alice");
+    let before = BusyPolls::scrape(http_port);
+    assert_eq!(before.found + before.missed, 0, "no session yet, no poll");
 
     let out = pgbench(env.port, "alice", "db", &token, &["-i", "-s", "1", "-q"]);
     assert_ok(&out, "pgbench -i -s 1");
     // One client: its worker polls between the query and the answer and between the answer and
-    // the next query. Then four clients, over both workers.
+    // the next query (a local server answers a primary-key select well within 1 ms, so polls
+    // find it). Then four clients, over both workers.
+    let before_one = BusyPolls::scrape(http_port);
+    let args = ["-S", "-t", "300", "-c", "1", "-M", "simple"];
+    assert_ok(
+        &pgbench(env.port, "alice", "db", &token, &args),
+        "pgbench -c 1",
+    );
+    let after_one = BusyPolls::scrape(http_port);
+    assert!(
+        after_one.found > before_one.found && after_one.micros > before_one.micros,
+        "a lone busy session is polled for: {before_one:?} then {after_one:?}"
+    );
     for clients in ["1", "4"] {
         for mode in ["simple", "prepared"] {
             let args = ["-S", "-t", "300", "-c", clients, "-M", mode];
@@ -1958,6 +1980,50 @@ fn busy_polling_relays_a_lone_session_and_a_crowd_unchanged() {
         env.pg.query_scalar("select count(*) from pgbench_accounts"),
         "100000"
     );
+    // Each 10 ms statement outlasted the 1 ms budget: polls that found nothing.
+    let after_slow = BusyPolls::scrape(http_port);
+    assert!(
+        after_slow.missed > after_one.missed,
+        "slow statements: {after_one:?} then {after_slow:?}"
+    );
+}
+
+/// The busy-poll counters of `/metrics`.
+#[derive(Debug)]
+struct BusyPolls {
+    found: u64,
+    missed: u64,
+    micros: u64,
+}
+
+impl BusyPolls {
+    fn scrape(http_port: u16) -> BusyPolls {
+        use std::io::{Read, Write};
+        assert!(
+            common::wait_for_port(http_port, Duration::from_secs(10)),
+            "no HTTP endpoint on {http_port}"
+        );
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect");
+        conn.set_read_timeout(Some(COMMAND_TIMEOUT))
+            .expect("timeout");
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut text = String::new();
+        conn.read_to_string(&mut text).expect("read /metrics");
+        assert!(text.starts_with("HTTP/1.1 200"), "/metrics: {text}");
+        let value = |name: &str| -> f64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"));
+            line[name.len()..].trim().parse().expect("a number")
+        };
+        BusyPolls {
+            found: value("portcullis_relay_busy_polls_total{outcome=\"found\"}") as u64,
+            missed: value("portcullis_relay_busy_polls_total{outcome=\"missed\"}") as u64,
+            micros: (value("portcullis_relay_busy_poll_seconds_total") * 1e6) as u64,
+        }
+    }
 }
 
 #[test]

@@ -35,6 +35,7 @@ use rustix::event::Timespec;
 
 use super::relay::{AuditLeftover, Interest, Legs, SessionRelay};
 use super::{Ending, Session};
+use crate::metrics::BusyPollStats;
 use crate::net::sync_conn::READ_CHUNK;
 use crate::net::wake::WakePipe;
 use crate::server::lock;
@@ -104,11 +105,11 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` (at least one) worker threads.
+    /// Starts `n` (at least one) worker threads; they count their busy polls into `stats`.
     ///
     /// # Errors
     /// A thread, epoll instance or socket pair could not be created.
-    pub fn start(n: usize, busy_poll_us: u32) -> io::Result<Workers> {
+    pub fn start(n: usize, busy_poll_us: u32, stats: Arc<BusyPollStats>) -> io::Result<Workers> {
         let busy_poll = Arc::new(AtomicU32::new(busy_poll_us));
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
@@ -121,11 +122,11 @@ impl Workers {
             });
             let (inbox, sessions) = mpsc::channel();
             let worker_shared = shared.clone();
-            let worker_busy_poll = busy_poll.clone();
+            let activity = Activity::new(busy_poll.clone(), stats.clone(), Instant::now());
             std::thread::Builder::new()
                 .name(format!("pg-relay-{i}"))
                 .spawn(move || {
-                    Worker::new(epoll, pipe, sessions, worker_shared, worker_busy_poll).run();
+                    Worker::new(epoll, pipe, sessions, worker_shared, activity).run();
                 })?;
             handles.push(Handle { inbox, shared });
         }
@@ -175,6 +176,8 @@ struct Slot {
 /// How many sessions a worker handled lately, and its busy polls' record (see the module doc).
 struct Activity {
     budget_us: Arc<AtomicU32>,
+    /// The `/metrics` counters of busy polling.
+    stats: Arc<BusyPollStats>,
     /// Numbers the windows of [`ACTIVE_WINDOW`].
     window: u64,
     window_start: Instant,
@@ -189,9 +192,10 @@ struct Activity {
 }
 
 impl Activity {
-    fn new(budget_us: Arc<AtomicU32>, now: Instant) -> Activity {
+    fn new(budget_us: Arc<AtomicU32>, stats: Arc<BusyPollStats>, now: Instant) -> Activity {
         Activity {
             budget_us,
+            stats,
             window: 1,
             window_start: now,
             active: 0,
@@ -232,14 +236,19 @@ impl Activity {
         (!paused).then(|| Duration::from_micros(u64::from(us)))
     }
 
-    /// Records whether a poll found something.
-    fn polled(&mut self, found: bool, now: Instant) {
+    /// Records whether a poll, which took `spent`, found something.
+    fn polled(&mut self, found: bool, spent: Duration, now: Instant) {
+        let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+        self.stats.micros.fetch_add(micros, Ordering::Relaxed);
         if found {
+            self.stats.found.fetch_add(1, Ordering::Relaxed);
             self.misses = 0;
             return;
         }
+        self.stats.missed.fetch_add(1, Ordering::Relaxed);
         self.misses += 1;
         if self.misses >= SPIN_MISSES {
+            self.stats.pauses.fetch_add(1, Ordering::Relaxed);
             self.misses = 0;
             self.paused_until = Some(now + SPIN_BACKOFF);
         }
@@ -287,7 +296,7 @@ impl Worker {
         pipe: WakePipe,
         sessions: mpsc::Receiver<NewSession>,
         shared: Arc<Shared>,
-        busy_poll_us: Arc<AtomicU32>,
+        activity: Activity,
     ) -> Worker {
         Worker {
             epoll,
@@ -299,7 +308,7 @@ impl Worker {
             timers: BinaryHeap::new(),
             todo: Vec::new(),
             scratch: vec![0u8; READ_CHUNK],
-            activity: Activity::new(busy_poll_us, Instant::now()),
+            activity,
         }
     }
 
@@ -323,7 +332,9 @@ impl Worker {
             }
             std::thread::yield_now();
         };
-        self.activity.polled(found > 0, Instant::now());
+        let now = Instant::now();
+        self.activity
+            .polled(found > 0, now.saturating_duration_since(start), now);
         found
     }
 
@@ -575,7 +586,8 @@ mod tests {
 
     fn activity(us: u32) -> (Activity, Instant) {
         let now = Instant::now();
-        (Activity::new(Arc::new(AtomicU32::new(us)), now), now)
+        let stats = Arc::new(BusyPollStats::default());
+        (Activity::new(Arc::new(AtomicU32::new(us)), stats, now), now)
     }
 
     #[test]
@@ -627,21 +639,30 @@ mod tests {
         a.saw(&mut s);
         a.round_done(1, now);
         for _ in 0..SPIN_MISSES - 1 {
-            a.polled(false, now);
+            a.polled(false, Duration::from_micros(50), now);
             assert!(a.budget().is_some());
         }
         // A hit starts the count again.
-        a.polled(true, now);
+        a.polled(true, Duration::from_micros(20), now);
         for _ in 0..SPIN_MISSES - 1 {
-            a.polled(false, now);
+            a.polled(false, Duration::from_micros(50), now);
         }
         assert!(a.budget().is_some());
-        a.polled(false, Instant::now());
+        a.polled(false, Duration::from_micros(50), Instant::now());
         assert_eq!(
             a.budget(),
             None,
             "paused after {SPIN_MISSES} misses in a row"
         );
         assert!(a.paused_until.is_some_and(|t| t > Instant::now()));
+        // Each poll was counted, with the time it took.
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(count(&a.stats.found), 1);
+        assert_eq!(count(&a.stats.missed), u64::from(2 * SPIN_MISSES - 1));
+        assert_eq!(count(&a.stats.pauses), 1);
+        assert_eq!(
+            count(&a.stats.micros),
+            20 + 50 * u64::from(2 * SPIN_MISSES - 1)
+        );
     }
 }
