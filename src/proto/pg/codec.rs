@@ -981,11 +981,16 @@ pub fn command_rows(tag: &str) -> Option<u64> {
         "DELETE" | "UPDATE" | "MERGE" | "SELECT" | "MOVE" | "FETCH" | "COPY" => 1,
         _ => return None,
     };
-    let rest: Vec<&str> = words.collect();
-    if rest.len() != expected_words {
-        return None;
+    // Counted, not collected: this runs for every statement's completion.
+    let (mut count, mut last) = (0, None);
+    for word in words {
+        count += 1;
+        if count > expected_words {
+            return None;
+        }
+        last = Some(word);
     }
-    let rows = rest.last()?;
+    let rows = last.filter(|_| count == expected_words)?;
     if rows.is_empty() || !rows.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -1956,6 +1961,12 @@ mod tests {
         assert_eq!(command_rows("SELECT +3"), None);
         assert_eq!(command_rows("SELECT 99999999999999999999999"), None);
         assert_eq!(command_rows(""), None);
+        // Too many or too few words, or an empty count.
+        assert_eq!(command_rows("SELECT 3 4"), None);
+        assert_eq!(command_rows("INSERT 0 5 6"), None);
+        assert_eq!(command_rows("SELECT"), None);
+        assert_eq!(command_rows("SELECT "), None);
+        assert_eq!(command_rows("INSERT 0 "), None);
     }
 
     // ---- round trips ----
