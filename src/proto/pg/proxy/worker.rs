@@ -18,7 +18,8 @@
 //! never polls: it is woken often anyway, and its CPU is better left to the others. Between two
 //! polls it yields the CPU to whatever else is runnable there, and after [`SPIN_MISSES`] polls in
 //! a row that found nothing it stops for [`SPIN_BACKOFF`], so a session whose statements take
-//! longer than the budget costs almost nothing.
+//! longer than the budget costs almost nothing. What the polls found, and the time they took,
+//! is counted for `/metrics` ([`BusyPollStats`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
