@@ -152,6 +152,19 @@ pub struct Metrics {
     pub approval_wait: Histogram,
 }
 
+/// A counter with an `outcome` label: its HELP and TYPE lines, then one line per outcome.
+fn by_outcome(out: &mut String, name: &str, help: &str, values: &[(&str, &AtomicU64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (outcome, v) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{outcome=\"{outcome}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// Label values may hold only what names in the policy allow, but escape anyway.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -259,23 +272,17 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE portcullis_approvals_pending gauge");
         let _ = writeln!(out, "portcullis_approvals_pending {pending_approvals}");
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_approvals_total Approval requests by outcome."
+        by_outcome(
+            &mut out,
+            "portcullis_approvals_total",
+            "Approval requests by outcome.",
+            &[
+                ("approved", &self.approvals_approved),
+                ("denied", &self.approvals_denied),
+                ("timed_out", &self.approvals_timed_out),
+                ("abandoned", &self.approvals_abandoned),
+            ],
         );
-        let _ = writeln!(out, "# TYPE portcullis_approvals_total counter");
-        for (outcome, v) in [
-            ("approved", &self.approvals_approved),
-            ("denied", &self.approvals_denied),
-            ("timed_out", &self.approvals_timed_out),
-            ("abandoned", &self.approvals_abandoned),
-        ] {
-            let _ = writeln!(
-                out,
-                "portcullis_approvals_total{{outcome=\"{outcome}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP portcullis_approval_wait_seconds Time held statements waited for a decision."
@@ -289,18 +296,12 @@ impl Metrics {
 
     fn render_busy_poll(&self, out: &mut String) {
         let b = &self.busy_poll;
-        let _ = writeln!(
+        by_outcome(
             out,
-            "# HELP portcullis_relay_busy_polls_total Busy polls of relay workers (relay_busy_poll_us) by outcome."
+            "portcullis_relay_busy_polls_total",
+            "Busy polls of relay workers (relay_busy_poll_us) by outcome.",
+            &[("found", &b.found), ("missed", &b.missed)],
         );
-        let _ = writeln!(out, "# TYPE portcullis_relay_busy_polls_total counter");
-        for (outcome, v) in [("found", &b.found), ("missed", &b.missed)] {
-            let _ = writeln!(
-                out,
-                "portcullis_relay_busy_polls_total{{outcome=\"{outcome}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP portcullis_relay_busy_poll_pauses_total Times a relay worker stopped busy polling for a second after polls in a row found nothing."
@@ -361,6 +362,11 @@ mod tests {
         ));
         assert!(text.contains("portcullis_statement_duration_seconds_count{target=\"app-db\"} 2"));
         assert!(text.contains("portcullis_approvals_pending 2"));
+        m.approvals_denied.fetch_add(4, Ordering::Relaxed);
+        let text = m.render(2);
+        assert!(text.contains("# TYPE portcullis_approvals_total counter\n"));
+        assert!(text.contains("portcullis_approvals_total{outcome=\"denied\"} 4\n"));
+        assert!(text.contains("portcullis_approvals_total{outcome=\"approved\"} 0\n"));
         assert!(text.contains("portcullis_approval_wait_seconds_bucket{le=\"+Inf\"} 0"));
     }
 
