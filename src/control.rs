@@ -856,6 +856,7 @@ mod tests {
                 read_only: false,
                 read_only_for: vec![],
                 upstream_pool: 0,
+                upstream_pool_idle: Duration::from_secs(60),
                 ssh: None,
             }],
             rules: vec![],

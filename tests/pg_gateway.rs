@@ -73,6 +73,8 @@ struct PolicySpec {
     tcp_keepalive: Option<&'static str>,
     /// `upstream_pool` of every target, when set.
     upstream_pool: Option<usize>,
+    /// `upstream_pool_idle` of every target, when set.
+    upstream_pool_idle: Option<&'static str>,
     /// `[gateway] relay_busy_poll_us`, when set.
     relay_busy_poll_us: Option<u32>,
     /// `[gateway] http` on this loopback port (plain HTTP: /metrics), when set.
@@ -100,16 +102,20 @@ impl PolicySpec {
             audit_queue: None,
             tcp_keepalive: None,
             upstream_pool: None,
+            upstream_pool_idle: None,
             relay_busy_poll_us: None,
             http_port: None,
         }
     }
 
     fn target_toml(&self, name: &str, upstream: &Upstream, port: u16) -> String {
-        let pool = self
+        let mut pool = self
             .upstream_pool
             .map(|n| format!("upstream_pool = {n}\n"))
             .unwrap_or_default();
+        if let Some(idle) = self.upstream_pool_idle {
+            pool.push_str(&format!("upstream_pool_idle = {}\n", toml_str(idle)));
+        }
         format!(
             "[[target]]\n\
              name = {name}\n\
@@ -2023,6 +2029,34 @@ impl BusyPolls {
             missed: value("portcullis_relay_busy_polls_total{outcome=\"missed\"}") as u64,
             micros: (value("portcullis_relay_busy_poll_seconds_total") * 1e6) as u64,
         }
+    }
+}
+
+#[test]
+fn a_kept_upstream_connection_is_closed_after_upstream_pool_idle() {
+    let pg = start_cluster();
+    let mut spec = PolicySpec::new(&pg, Upstream::Disable);
+    spec.upstream_pool = Some(2);
+    spec.upstream_pool_idle = Some("1s");
+    let env = Env::start_with(pg, spec);
+    let alice = env.token("alice");
+    let first = backend_pid(&env, "alice", &alice);
+    assert_eq!(
+        backend_pid(&env, "alice", &alice),
+        first,
+        "taken again within the idle limit"
+    );
+    // Unused for longer than the limit: closed, and the next session gets a new backend.
+    thread::sleep(Duration::from_millis(2500));
+    assert_ne!(backend_pid(&env, "alice", &alice), first);
+    let gone = format!("select count(*) from pg_stat_activity where pid = {first}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.pg.query_scalar(&gone) != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "backend {first} still there after its connection passed upstream_pool_idle"
+        );
+        thread::sleep(Duration::from_millis(100));
     }
 }
 

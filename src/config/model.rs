@@ -294,6 +294,9 @@ pub struct Target {
     /// Upstream connections kept open after a client ends its session cleanly, reset with
     /// `DISCARD ALL`, for the next session to use (0: each session connects anew).
     pub upstream_pool: usize,
+    /// How long a kept upstream connection waits for a session before it is closed
+    /// (`upstream_pool_idle`).
+    pub upstream_pool_idle: Duration,
     /// `kind = "ssh"`: the SSH settings (then `database` is empty and the TLS and `client_auth`
     /// fields keep their defaults, unused). `None` for PostgreSQL targets.
     pub ssh: Option<SshTarget>,

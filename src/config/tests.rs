@@ -813,6 +813,35 @@ fn upstream_pool_is_off_by_default_and_bounded() {
 }
 
 #[test]
+fn upstream_pool_idle_defaults_to_a_minute_and_is_bounded() {
+    let minute = std::time::Duration::from_secs(60);
+    assert_eq!(ok(&target("")).targets[0].upstream_pool_idle, minute);
+    assert_eq!(
+        ok(&target("upstream_pool = 4\nupstream_pool_idle = \"10m\"\n")).targets[0]
+            .upstream_pool_idle,
+        10 * minute
+    );
+    one_problem(
+        &target("upstream_pool_idle = \"25h\"\n"),
+        9,
+        22,
+        "`upstream_pool_idle` must be at most \"24h\"",
+    );
+    one_problem(
+        &target("upstream_pool_idle = \"0s\"\n"),
+        9,
+        22,
+        "`upstream_pool_idle` must be longer than zero",
+    );
+    one_problem(
+        &target("upstream_pool_idle = \"soon\"\n"),
+        9,
+        22,
+        "is not a duration",
+    );
+}
+
+#[test]
 fn rejects_unsupported_target_kind() {
     one_problem(
         &target("kind = \"mysql\"\n"),

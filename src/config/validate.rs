@@ -35,6 +35,10 @@ const MAX_RELAY_BUSY_POLL_US: u32 = 1000;
 const RESERVED_RULE_NAME: &str = "read_only";
 /// Most idle upstream connections a target may keep (`upstream_pool`).
 const MAX_UPSTREAM_POOL: usize = 1024;
+/// How long a kept upstream connection waits for a session by default (`upstream_pool_idle`),
+/// and at most: a day (PostgreSQL's `idle_session_timeout` or a firewall usually ends it sooner).
+const DEFAULT_UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
+const MAX_UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -958,6 +962,7 @@ fn targets(
                 read_only: false,
                 read_only_for: Vec::new(),
                 upstream_pool: 0,
+                upstream_pool_idle: DEFAULT_UPSTREAM_POOL_IDLE,
                 ssh: Some(settings),
             });
             continue;
@@ -1087,6 +1092,20 @@ fn targets(
                 }
             },
         };
+        let upstream_pool_idle = match &r.upstream_pool_idle {
+            None => DEFAULT_UPSTREAM_POOL_IDLE,
+            Some(v) => match cx.duration(v, "upstream_pool_idle", false) {
+                Some(d) if d > MAX_UPSTREAM_POOL_IDLE => {
+                    cx.err(
+                        v.span(),
+                        "`upstream_pool_idle` must be at most \"24h\"".to_string(),
+                    );
+                    DEFAULT_UPSTREAM_POOL_IDLE
+                }
+                Some(d) => d,
+                None => DEFAULT_UPSTREAM_POOL_IDLE,
+            },
+        };
 
         let (
             Some(listen),
@@ -1116,6 +1135,7 @@ fn targets(
             read_only: r.read_only.as_ref().is_some_and(|v| *v.get_ref()),
             read_only_for,
             upstream_pool,
+            upstream_pool_idle,
             ssh: None,
         });
     }

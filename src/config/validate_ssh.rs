@@ -56,7 +56,7 @@ pub(super) fn identity_keys(
 
 /// Refuses PostgreSQL-only keys on an SSH target.
 fn refuse_pg_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
-    let spans: [(&str, Option<Range<usize>>); 8] = [
+    let spans: [(&str, Option<Range<usize>>); 9] = [
         ("database", r.database.as_ref().map(Spanned::span)),
         ("upstream_tls", r.upstream_tls.as_ref().map(Spanned::span)),
         ("upstream_ca", r.upstream_ca.as_ref().map(Spanned::span)),
@@ -65,6 +65,10 @@ fn refuse_pg_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
         ("client_auth", r.client_auth.as_ref().map(Spanned::span)),
         ("read_only", r.read_only.as_ref().map(Spanned::span)),
         ("upstream_pool", r.upstream_pool.as_ref().map(Spanned::span)),
+        (
+            "upstream_pool_idle",
+            r.upstream_pool_idle.as_ref().map(Spanned::span),
+        ),
     ];
     for (key, span) in spans {
         if let Some(span) = span {

@@ -16,8 +16,9 @@
 //!
 //! A kept connection serves only a session with the same key: the target, whether the session is
 //! read-only, and the startup parameters passed upstream (so the parameters the client is shown
-//! are the ones the server has). Kept connections are closed after [`IDLE_MAX`], when a reload
-//! changes the policy, and when the server has closed them (checked when one is taken).
+//! are the ones the server has). Kept connections are closed after the target's
+//! `upstream_pool_idle` (60 s unless set), when a reload changes the policy, and when the server
+//! has closed them (checked when one is taken).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -28,9 +29,6 @@ use std::time::{Duration, Instant};
 use super::codec;
 use crate::net::sync_conn::SyncConn;
 use crate::server::lock;
-
-/// How long a kept connection waits for a session before it is closed.
-pub const IDLE_MAX: Duration = Duration::from_secs(60);
 
 /// Which sessions a kept connection may serve.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,7 +47,8 @@ pub(crate) struct Idle {
     pub pid: i32,
     pub secret: Vec<u8>,
     pub tls: bool,
-    since: Instant,
+    /// When it is closed if no session has taken it (set by [`UpstreamPool::put`]).
+    until: Instant,
 }
 
 impl Idle {
@@ -61,7 +60,7 @@ impl Idle {
             pid,
             secret,
             tls,
-            since: Instant::now(),
+            until: Instant::now(),
         }
     }
 }
@@ -73,14 +72,14 @@ pub(crate) struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// The most recently kept live connection for `key`, if any. Connections past [`IDLE_MAX`]
-    /// and connections the server has closed (or written to) are dropped on the way.
+    /// The most recently kept live connection for `key`, if any. Connections past their idle
+    /// limit and connections the server has closed (or written to) are dropped on the way.
     pub fn take(&self, key: &PoolKey, now: Instant) -> Option<Idle> {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(key)?;
         let mut found = None;
         while let Some(conn) = list.pop() {
-            if now.saturating_duration_since(conn.since) < IDLE_MAX && waiting_quietly(&conn.conn) {
+            if now < conn.until && waiting_quietly(&conn.conn) {
                 found = Some(conn);
                 break;
             }
@@ -91,11 +90,13 @@ impl UpstreamPool {
         found
     }
 
-    /// Keeps `conn` for `key` if fewer than `cap` are kept for its target, whatever their
-    /// keys (otherwise it is closed).
-    pub fn put(&self, key: PoolKey, conn: Idle, cap: usize) {
+    /// Keeps `conn` for `key`, for `idle_for` at most, if fewer than `cap` are kept for its
+    /// target, whatever their keys (otherwise it is closed).
+    pub fn put(&self, key: PoolKey, mut conn: Idle, cap: usize, idle_for: Duration) {
+        let now = Instant::now();
+        conn.until = now + idle_for;
         let mut idle = lock(&self.idle);
-        drop_expired(&mut idle, conn.since);
+        drop_expired(&mut idle, now);
         let kept: usize = idle
             .iter()
             .filter(|(k, _)| k.target == key.target)
@@ -106,7 +107,7 @@ impl UpstreamPool {
         }
     }
 
-    /// Closes the connections kept longer than [`IDLE_MAX`].
+    /// Closes the connections past their idle limit.
     pub fn prune(&self, now: Instant) {
         drop_expired(&mut lock(&self.idle), now);
     }
@@ -123,10 +124,10 @@ impl UpstreamPool {
     }
 }
 
-/// Closes the connections kept longer than [`IDLE_MAX`] at `now`, and forgets empty keys.
+/// Closes the connections past their idle limit at `now`, and forgets empty keys.
 fn drop_expired(idle: &mut HashMap<PoolKey, Vec<Idle>>, now: Instant) {
     idle.retain(|_, list| {
-        list.retain(|c| now.saturating_duration_since(c.since) < IDLE_MAX);
+        list.retain(|c| now < c.until);
         !list.is_empty()
     });
 }
@@ -226,6 +227,8 @@ mod tests {
         (SyncConn::Plain(client), server)
     }
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     fn idle(conn: SyncConn, pid: i32) -> Idle {
         Idle::new(
             conn,
@@ -239,7 +242,7 @@ mod tests {
     fn a_kept_connection_serves_only_its_own_key() {
         let pool = UpstreamPool::default();
         let (conn, _server) = pair();
-        pool.put(key("a"), idle(conn, 7), 4);
+        pool.put(key("a"), idle(conn, 7), 4, MINUTE);
         assert!(pool.take(&key("b"), Instant::now()).is_none());
         let mut read_only = key("a");
         read_only.read_only = true;
@@ -257,14 +260,14 @@ mod tests {
         for pid in 0..5 {
             let (conn, server) = pair();
             servers.push(server);
-            pool.put(key("a"), idle(conn, pid), 3);
+            pool.put(key("a"), idle(conn, pid), 3, MINUTE);
         }
         assert_eq!(pool.len(), 3);
         let mut other_params = key("a");
         other_params.startup.push(("TimeZone".into(), "UTC".into()));
-        pool.put(other_params, idle(pair().0, 8), 3);
+        pool.put(other_params, idle(pair().0, 8), 3, MINUTE);
         assert_eq!(pool.len(), 3, "the cap is per target, whatever the key");
-        pool.put(key("b"), idle(pair().0, 9), 3);
+        pool.put(key("b"), idle(pair().0, 9), 3, MINUTE);
         assert_eq!(pool.len(), 4, "another target has a cap of its own");
     }
 
@@ -276,9 +279,9 @@ mod tests {
         let (talked, mut server2) = pair();
         server2.write_all(b"E").expect("write");
         let (live, _server3) = pair();
-        pool.put(key("a"), idle(live, 1), 8);
-        pool.put(key("a"), idle(talked, 2), 8);
-        pool.put(key("a"), idle(closed, 3), 8);
+        pool.put(key("a"), idle(live, 1), 8, MINUTE);
+        pool.put(key("a"), idle(talked, 2), 8, MINUTE);
+        pool.put(key("a"), idle(closed, 3), 8, MINUTE);
         // Give the kernel a moment to deliver the FIN and the byte.
         std::thread::sleep(Duration::from_millis(50));
         let got = pool.take(&key("a"), Instant::now()).expect("the live one");
@@ -290,15 +293,26 @@ mod tests {
     fn connections_past_the_idle_limit_are_closed() {
         let pool = UpstreamPool::default();
         let (conn, _server) = pair();
-        pool.put(key("a"), idle(conn, 1), 8);
-        let later = Instant::now() + IDLE_MAX + Duration::from_secs(1);
+        pool.put(key("a"), idle(conn, 1), 8, MINUTE);
+        let later = Instant::now() + MINUTE + Duration::from_secs(1);
         assert!(pool.take(&key("a"), later).is_none());
         let (conn, _server) = pair();
-        pool.put(key("a"), idle(conn, 2), 8);
+        pool.put(key("a"), idle(conn, 2), 8, MINUTE);
         pool.prune(later);
         assert_eq!(pool.len(), 0);
+        // Each connection keeps the limit it was put with (a target's `upstream_pool_idle`).
+        let (short, _s1) = pair();
+        let (long, _s2) = pair();
+        pool.put(key("a"), idle(short, 4), 8, Duration::from_secs(5));
+        pool.put(key("a"), idle(long, 5), 8, 10 * MINUTE);
+        pool.prune(Instant::now() + MINUTE);
+        assert_eq!(pool.len(), 1, "the 5 s one is closed, the 10 min one kept");
+        let got = pool
+            .take(&key("a"), Instant::now() + 9 * MINUTE)
+            .expect("still kept");
+        assert_eq!(got.pid, 5);
         let (conn, _server) = pair();
-        pool.put(key("b"), idle(conn, 3), 8);
+        pool.put(key("b"), idle(conn, 3), 8, MINUTE);
         pool.clear();
         assert_eq!(pool.len(), 0);
     }

@@ -392,6 +392,7 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
                         key,
                         Idle::new(conn, up.params, up.pid, up.secret),
                         session.target.upstream_pool,
+                        session.target.upstream_pool_idle,
                     );
                 }
             }
