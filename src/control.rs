@@ -857,6 +857,7 @@ mod tests {
                 read_only_for: vec![],
                 upstream_pool: 0,
                 upstream_pool_idle: Duration::from_secs(60),
+                upstream_pool_lifetime: Duration::from_secs(3600),
                 ssh: None,
             }],
             rules: vec![],

@@ -75,6 +75,8 @@ struct PolicySpec {
     upstream_pool: Option<usize>,
     /// `upstream_pool_idle` of every target, when set.
     upstream_pool_idle: Option<&'static str>,
+    /// `upstream_pool_lifetime` of every target, when set.
+    upstream_pool_lifetime: Option<&'static str>,
     /// `[gateway] relay_busy_poll_us`, when set.
     relay_busy_poll_us: Option<u32>,
     /// `[gateway] http` on this loopback port (plain HTTP: /metrics), when set.
@@ -103,6 +105,7 @@ impl PolicySpec {
             tcp_keepalive: None,
             upstream_pool: None,
             upstream_pool_idle: None,
+            upstream_pool_lifetime: None,
             relay_busy_poll_us: None,
             http_port: None,
         }
@@ -115,6 +118,12 @@ impl PolicySpec {
             .unwrap_or_default();
         if let Some(idle) = self.upstream_pool_idle {
             pool.push_str(&format!("upstream_pool_idle = {}\n", toml_str(idle)));
+        }
+        if let Some(lifetime) = self.upstream_pool_lifetime {
+            pool.push_str(&format!(
+                "upstream_pool_lifetime = {}\n",
+                toml_str(lifetime)
+            ));
         }
         format!(
             "[[target]]\n\
@@ -2058,6 +2067,29 @@ fn a_kept_upstream_connection_is_closed_after_upstream_pool_idle() {
         );
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_busy_upstream_connection_is_replaced_after_upstream_pool_lifetime() {
+    let pg = start_cluster();
+    let mut spec = PolicySpec::new(&pg, Upstream::Disable);
+    spec.upstream_pool = Some(2);
+    spec.upstream_pool_idle = Some("60s");
+    spec.upstream_pool_lifetime = Some("3s");
+    let env = Env::start_with(pg, spec);
+    let alice = env.token("alice");
+    // Sessions back to back: the connection never waits long, so only its age retires it.
+    let mut pids = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        pids.push(backend_pid(&env, "alice", &alice));
+    }
+    assert_eq!(pids[0], pids[1], "reused while young: {pids:?}");
+    let first = pids[0].clone();
+    assert!(
+        pids.iter().any(|p| *p != first),
+        "still the first backend after its lifetime: {pids:?}"
+    );
 }
 
 #[test]

@@ -297,6 +297,9 @@ pub struct Target {
     /// How long a kept upstream connection waits for a session before it is closed
     /// (`upstream_pool_idle`).
     pub upstream_pool_idle: Duration,
+    /// How long after it was opened an upstream connection is no longer kept
+    /// (`upstream_pool_lifetime`).
+    pub upstream_pool_lifetime: Duration,
     /// `kind = "ssh"`: the SSH settings (then `database` is empty and the TLS and `client_auth`
     /// fields keep their defaults, unused). `None` for PostgreSQL targets.
     pub ssh: Option<SshTarget>,

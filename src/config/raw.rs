@@ -94,6 +94,7 @@ pub(crate) struct RawTarget {
     pub read_only_for: Vec<Spanned<String>>,
     pub upstream_pool: Option<Spanned<i64>>,
     pub upstream_pool_idle: Option<Spanned<String>>,
+    pub upstream_pool_lifetime: Option<Spanned<String>>,
     // kind = "ssh"
     pub key_file: Option<Spanned<String>>,
     pub host_key: Option<Spanned<String>>,

@@ -842,6 +842,28 @@ fn upstream_pool_idle_defaults_to_a_minute_and_is_bounded() {
 }
 
 #[test]
+fn upstream_pool_lifetime_defaults_to_an_hour_and_is_bounded() {
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(ok(&target("")).targets[0].upstream_pool_lifetime, hour);
+    assert_eq!(
+        ok(&target("upstream_pool_lifetime = \"15m\"\n")).targets[0].upstream_pool_lifetime,
+        hour / 4
+    );
+    one_problem(
+        &target("upstream_pool_lifetime = \"2d\"\n"),
+        9,
+        26,
+        "`upstream_pool_lifetime` must be at most \"24h\"",
+    );
+    one_problem(
+        &target("upstream_pool_lifetime = \"0s\"\n"),
+        9,
+        26,
+        "`upstream_pool_lifetime` must be longer than zero",
+    );
+}
+
+#[test]
 fn rejects_unsupported_target_kind() {
     one_problem(
         &target("kind = \"mysql\"\n"),

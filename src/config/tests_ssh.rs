@@ -165,6 +165,16 @@ fn rejects_postgres_keys_on_ssh_targets_and_ssh_keys_on_postgres_targets() {
         22,
         "`upstream_pool_idle` is a PostgreSQL target key",
     );
+    one_problem_in(
+        &dir,
+        &ssh_policy(
+            &dir,
+            "key_file = \"up.key\"\nupstream_pool_lifetime = \"1h\"\n",
+        ),
+        16,
+        26,
+        "`upstream_pool_lifetime` is a PostgreSQL target key",
+    );
     one_problem(
         &format!("{BASE}[[target]]\nname = \"db2\"\nlisten = \"127.0.0.1:6433\"\nupstream = \"h:5432\"\ndatabase = \"a\"\nuser = \"u\"\nupstream_tls = \"disable\"\nsftp = \"deny\"\n"),
         25,

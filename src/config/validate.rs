@@ -35,10 +35,35 @@ const MAX_RELAY_BUSY_POLL_US: u32 = 1000;
 const RESERVED_RULE_NAME: &str = "read_only";
 /// Most idle upstream connections a target may keep (`upstream_pool`).
 const MAX_UPSTREAM_POOL: usize = 1024;
-/// How long a kept upstream connection waits for a session by default (`upstream_pool_idle`),
-/// and at most: a day (PostgreSQL's `idle_session_timeout` or a firewall usually ends it sooner).
+/// How long a kept upstream connection waits for a session by default (`upstream_pool_idle`).
 const DEFAULT_UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
-const MAX_UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// How long after it was opened an upstream connection is no longer kept, by default
+/// (`upstream_pool_lifetime`; pgbouncer's `server_lifetime` is the same): a long-lived backend
+/// grows its catalog caches, and a new one picks up server-side changes to the role.
+const DEFAULT_UPSTREAM_POOL_LIFETIME: Duration = Duration::from_secs(3600);
+/// The most either may be: a day.
+const MAX_UPSTREAM_POOL_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// A pool duration key (`upstream_pool_idle`, `upstream_pool_lifetime`): longer than zero, at
+/// most a day.
+fn pool_duration(
+    cx: &mut Ctx<'_>,
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+) -> Duration {
+    let Some(v) = v else {
+        return default;
+    };
+    match cx.duration(v, key, false) {
+        Some(d) if d > MAX_UPSTREAM_POOL_DURATION => {
+            cx.err(v.span(), format!("`{key}` must be at most \"24h\""));
+            default
+        }
+        Some(d) => d,
+        None => default,
+    }
+}
 
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -963,6 +988,7 @@ fn targets(
                 read_only_for: Vec::new(),
                 upstream_pool: 0,
                 upstream_pool_idle: DEFAULT_UPSTREAM_POOL_IDLE,
+                upstream_pool_lifetime: DEFAULT_UPSTREAM_POOL_LIFETIME,
                 ssh: Some(settings),
             });
             continue;
@@ -1092,20 +1118,18 @@ fn targets(
                 }
             },
         };
-        let upstream_pool_idle = match &r.upstream_pool_idle {
-            None => DEFAULT_UPSTREAM_POOL_IDLE,
-            Some(v) => match cx.duration(v, "upstream_pool_idle", false) {
-                Some(d) if d > MAX_UPSTREAM_POOL_IDLE => {
-                    cx.err(
-                        v.span(),
-                        "`upstream_pool_idle` must be at most \"24h\"".to_string(),
-                    );
-                    DEFAULT_UPSTREAM_POOL_IDLE
-                }
-                Some(d) => d,
-                None => DEFAULT_UPSTREAM_POOL_IDLE,
-            },
-        };
+        let upstream_pool_idle = pool_duration(
+            cx,
+            &r.upstream_pool_idle,
+            "upstream_pool_idle",
+            DEFAULT_UPSTREAM_POOL_IDLE,
+        );
+        let upstream_pool_lifetime = pool_duration(
+            cx,
+            &r.upstream_pool_lifetime,
+            "upstream_pool_lifetime",
+            DEFAULT_UPSTREAM_POOL_LIFETIME,
+        );
 
         let (
             Some(listen),
@@ -1136,6 +1160,7 @@ fn targets(
             read_only_for,
             upstream_pool,
             upstream_pool_idle,
+            upstream_pool_lifetime,
             ssh: None,
         });
     }

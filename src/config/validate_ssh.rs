@@ -56,7 +56,7 @@ pub(super) fn identity_keys(
 
 /// Refuses PostgreSQL-only keys on an SSH target.
 fn refuse_pg_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
-    let spans: [(&str, Option<Range<usize>>); 9] = [
+    let spans: [(&str, Option<Range<usize>>); 10] = [
         ("database", r.database.as_ref().map(Spanned::span)),
         ("upstream_tls", r.upstream_tls.as_ref().map(Spanned::span)),
         ("upstream_ca", r.upstream_ca.as_ref().map(Spanned::span)),
@@ -68,6 +68,10 @@ fn refuse_pg_keys(cx: &mut Ctx<'_>, r: &RawTarget) {
         (
             "upstream_pool_idle",
             r.upstream_pool_idle.as_ref().map(Spanned::span),
+        ),
+        (
+            "upstream_pool_lifetime",
+            r.upstream_pool_lifetime.as_ref().map(Spanned::span),
         ),
     ];
     for (key, span) in spans {

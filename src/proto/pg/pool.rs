@@ -17,8 +17,9 @@
 //! A kept connection serves only a session with the same key: the target, whether the session is
 //! read-only, and the startup parameters passed upstream (so the parameters the client is shown
 //! are the ones the server has). Kept connections are closed after the target's
-//! `upstream_pool_idle` (60 s unless set), when a reload changes the policy, and when the server
-//! has closed them (checked when one is taken).
+//! `upstream_pool_idle` (60 s unless set) unused, once they are `upstream_pool_lifetime` (1 h
+//! unless set) old, when a reload changes the policy, and when the server has closed them
+//! (checked when one is taken).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -47,12 +48,20 @@ pub(crate) struct Idle {
     pub pid: i32,
     pub secret: Vec<u8>,
     pub tls: bool,
+    /// When the connection was opened (it keeps this through every reuse).
+    pub opened: Instant,
     /// When it is closed if no session has taken it (set by [`UpstreamPool::put`]).
     until: Instant,
 }
 
 impl Idle {
-    pub fn new(conn: SyncConn, params: Vec<(String, String)>, pid: i32, secret: Vec<u8>) -> Idle {
+    pub fn new(
+        conn: SyncConn,
+        params: Vec<(String, String)>,
+        pid: i32,
+        secret: Vec<u8>,
+        opened: Instant,
+    ) -> Idle {
         let tls = matches!(conn, SyncConn::Tls { .. });
         Idle {
             conn,
@@ -60,9 +69,17 @@ impl Idle {
             pid,
             secret,
             tls,
-            until: Instant::now(),
+            opened,
+            until: opened,
         }
     }
+}
+
+/// A target's `upstream_pool_idle` and `upstream_pool_lifetime`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolLimits {
+    pub idle: Duration,
+    pub lifetime: Duration,
 }
 
 /// The kept connections of every target.
@@ -90,11 +107,14 @@ impl UpstreamPool {
         found
     }
 
-    /// Keeps `conn` for `key`, for `idle_for` at most, if fewer than `cap` are kept for its
-    /// target, whatever their keys (otherwise it is closed).
-    pub fn put(&self, key: PoolKey, mut conn: Idle, cap: usize, idle_for: Duration) {
+    /// Keeps `conn` for `key`, for `limits.idle` at most and until it is `limits.lifetime` old,
+    /// if fewer than `cap` are kept for its target, whatever their keys (otherwise it is closed).
+    pub fn put(&self, key: PoolKey, mut conn: Idle, cap: usize, limits: PoolLimits) {
         let now = Instant::now();
-        conn.until = now + idle_for;
+        conn.until = (now + limits.idle).min(conn.opened + limits.lifetime);
+        if conn.until <= now {
+            return;
+        }
         let mut idle = lock(&self.idle);
         drop_expired(&mut idle, now);
         let kept: usize = idle
@@ -235,14 +255,23 @@ mod tests {
             vec![("server_version".into(), "15".into())],
             pid,
             vec![1, 2, 3, 4],
+            Instant::now(),
         )
+    }
+
+    /// Kept `idle` unused at most, an hour old at most.
+    fn limits(idle: Duration) -> PoolLimits {
+        PoolLimits {
+            idle,
+            lifetime: 60 * MINUTE,
+        }
     }
 
     #[test]
     fn a_kept_connection_serves_only_its_own_key() {
         let pool = UpstreamPool::default();
         let (conn, _server) = pair();
-        pool.put(key("a"), idle(conn, 7), 4, MINUTE);
+        pool.put(key("a"), idle(conn, 7), 4, limits(MINUTE));
         assert!(pool.take(&key("b"), Instant::now()).is_none());
         let mut read_only = key("a");
         read_only.read_only = true;
@@ -260,14 +289,14 @@ mod tests {
         for pid in 0..5 {
             let (conn, server) = pair();
             servers.push(server);
-            pool.put(key("a"), idle(conn, pid), 3, MINUTE);
+            pool.put(key("a"), idle(conn, pid), 3, limits(MINUTE));
         }
         assert_eq!(pool.len(), 3);
         let mut other_params = key("a");
         other_params.startup.push(("TimeZone".into(), "UTC".into()));
-        pool.put(other_params, idle(pair().0, 8), 3, MINUTE);
+        pool.put(other_params, idle(pair().0, 8), 3, limits(MINUTE));
         assert_eq!(pool.len(), 3, "the cap is per target, whatever the key");
-        pool.put(key("b"), idle(pair().0, 9), 3, MINUTE);
+        pool.put(key("b"), idle(pair().0, 9), 3, limits(MINUTE));
         assert_eq!(pool.len(), 4, "another target has a cap of its own");
     }
 
@@ -279,9 +308,9 @@ mod tests {
         let (talked, mut server2) = pair();
         server2.write_all(b"E").expect("write");
         let (live, _server3) = pair();
-        pool.put(key("a"), idle(live, 1), 8, MINUTE);
-        pool.put(key("a"), idle(talked, 2), 8, MINUTE);
-        pool.put(key("a"), idle(closed, 3), 8, MINUTE);
+        pool.put(key("a"), idle(live, 1), 8, limits(MINUTE));
+        pool.put(key("a"), idle(talked, 2), 8, limits(MINUTE));
+        pool.put(key("a"), idle(closed, 3), 8, limits(MINUTE));
         // Give the kernel a moment to deliver the FIN and the byte.
         std::thread::sleep(Duration::from_millis(50));
         let got = pool.take(&key("a"), Instant::now()).expect("the live one");
@@ -293,18 +322,18 @@ mod tests {
     fn connections_past_the_idle_limit_are_closed() {
         let pool = UpstreamPool::default();
         let (conn, _server) = pair();
-        pool.put(key("a"), idle(conn, 1), 8, MINUTE);
+        pool.put(key("a"), idle(conn, 1), 8, limits(MINUTE));
         let later = Instant::now() + MINUTE + Duration::from_secs(1);
         assert!(pool.take(&key("a"), later).is_none());
         let (conn, _server) = pair();
-        pool.put(key("a"), idle(conn, 2), 8, MINUTE);
+        pool.put(key("a"), idle(conn, 2), 8, limits(MINUTE));
         pool.prune(later);
         assert_eq!(pool.len(), 0);
         // Each connection keeps the limit it was put with (a target's `upstream_pool_idle`).
         let (short, _s1) = pair();
         let (long, _s2) = pair();
-        pool.put(key("a"), idle(short, 4), 8, Duration::from_secs(5));
-        pool.put(key("a"), idle(long, 5), 8, 10 * MINUTE);
+        pool.put(key("a"), idle(short, 4), 8, limits(Duration::from_secs(5)));
+        pool.put(key("a"), idle(long, 5), 8, limits(10 * MINUTE));
         pool.prune(Instant::now() + MINUTE);
         assert_eq!(pool.len(), 1, "the 5 s one is closed, the 10 min one kept");
         let got = pool
@@ -312,8 +341,33 @@ mod tests {
             .expect("still kept");
         assert_eq!(got.pid, 5);
         let (conn, _server) = pair();
-        pool.put(key("b"), idle(conn, 3), 8, MINUTE);
+        pool.put(key("b"), idle(conn, 3), 8, limits(MINUTE));
         pool.clear();
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn connections_past_their_lifetime_are_not_kept() {
+        let pool = UpstreamPool::default();
+        let lifetime = PoolLimits {
+            idle: 10 * MINUTE,
+            lifetime: MINUTE,
+        };
+        // Past its lifetime when its session ends: closed instead of kept.
+        let (conn, _s1) = pair();
+        let old = idle(conn, 1);
+        std::thread::sleep(Duration::from_millis(10));
+        let short_lived = PoolLimits {
+            idle: 10 * MINUTE,
+            lifetime: Duration::from_millis(5),
+        };
+        pool.put(key("a"), old, 8, short_lived);
+        assert_eq!(pool.len(), 0);
+        // Opened now: kept, but only until it is a minute old, whatever the idle limit.
+        let (conn, _s2) = pair();
+        pool.put(key("a"), idle(conn, 2), 8, lifetime);
+        assert_eq!(pool.len(), 1);
+        assert!(pool.take(&key("a"), Instant::now() + 2 * MINUTE).is_none());
         assert_eq!(pool.len(), 0);
     }
 

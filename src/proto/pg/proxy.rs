@@ -390,9 +390,12 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
                 if gw.policy_generation() == generation {
                     gw.upstream_pool.put(
                         key,
-                        Idle::new(conn, up.params, up.pid, up.secret),
+                        Idle::new(conn, up.params, up.pid, up.secret, up.opened),
                         session.target.upstream_pool,
-                        session.target.upstream_pool_idle,
+                        pool::PoolLimits {
+                            idle: session.target.upstream_pool_idle,
+                            lifetime: session.target.upstream_pool_lifetime,
+                        },
                     );
                 }
             }
@@ -411,6 +414,8 @@ struct UpLeg {
     secret: Vec<u8>,
     tls: bool,
     reused: bool,
+    /// When the upstream connection was opened (for `upstream_pool_lifetime`).
+    opened: Instant,
 }
 
 impl UpLeg {
@@ -423,6 +428,7 @@ impl UpLeg {
             secret: kept.secret,
             tls: kept.tls,
             reused: true,
+            opened: kept.opened,
         }
     }
 
@@ -436,6 +442,7 @@ impl UpLeg {
             secret: up.secret,
             tls,
             reused: false,
+            opened: Instant::now(),
         }
     }
 }
