@@ -118,6 +118,8 @@ pub struct TargetMetrics {
     pub sessions_open: AtomicI64,
     pub auth_failures: AtomicU64,
     pub upstream_errors: AtomicU64,
+    /// Sessions served by an upstream connection kept from an earlier one (`upstream_pool`).
+    pub upstream_reused: AtomicU64,
     pub statements_allowed: Counter,
     pub statements_blocked: Counter,
     pub statements_held: Counter,
@@ -235,6 +237,13 @@ impl Metrics {
             "counter",
             &|m| load(&m.upstream_errors),
         );
+        counter(
+            &mut out,
+            "portcullis_upstream_reused_total",
+            "Sessions served by an upstream connection kept from an earlier session (upstream_pool).",
+            "counter",
+            &|m| load(&m.upstream_reused),
+        );
         let _ = writeln!(
             out,
             "# HELP portcullis_statements_total Statements by decision."
@@ -342,6 +351,7 @@ mod tests {
         let m = Metrics::default();
         let t = m.target("app-db");
         t.statements_allowed.add(3);
+        t.upstream_reused.fetch_add(5, Ordering::Relaxed);
         t.statement_latency.observe(Duration::from_micros(50));
         // From other threads: their shards are summed in.
         std::thread::scope(|scope| {
@@ -354,6 +364,7 @@ mod tests {
         assert!(
             text.contains("portcullis_statements_total{target=\"app-db\",decision=\"allow\"} 12")
         );
+        assert!(text.contains("portcullis_upstream_reused_total{target=\"app-db\"} 5\n"));
         assert!(text.contains(
             "portcullis_statement_duration_seconds_bucket{target=\"app-db\",le=\"0.0001\"} 1"
         ));

@@ -2011,28 +2011,37 @@ struct BusyPolls {
     micros: u64,
 }
 
+/// `GET /metrics` from the gateway's HTTP endpoint: the response, headers and all.
+fn scrape_metrics(http_port: u16) -> String {
+    use std::io::{Read, Write};
+    assert!(
+        common::wait_for_port(http_port, Duration::from_secs(10)),
+        "no HTTP endpoint on {http_port}"
+    );
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect");
+    conn.set_read_timeout(Some(COMMAND_TIMEOUT))
+        .expect("timeout");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read /metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "/metrics: {text}");
+    text
+}
+
+/// The value of the sample `name` (with its labels) in a `/metrics` text.
+fn metric_value(text: &str, name: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"));
+    line[name.len()..].trim().parse().expect("a number")
+}
+
 impl BusyPolls {
     fn scrape(http_port: u16) -> BusyPolls {
-        use std::io::{Read, Write};
-        assert!(
-            common::wait_for_port(http_port, Duration::from_secs(10)),
-            "no HTTP endpoint on {http_port}"
-        );
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect");
-        conn.set_read_timeout(Some(COMMAND_TIMEOUT))
-            .expect("timeout");
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .expect("send");
-        let mut text = String::new();
-        conn.read_to_string(&mut text).expect("read /metrics");
-        assert!(text.starts_with("HTTP/1.1 200"), "/metrics: {text}");
-        let value = |name: &str| -> f64 {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
-                .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"));
-            line[name.len()..].trim().parse().expect("a number")
-        };
+        let text = scrape_metrics(http_port);
+        let value = |name: &str| metric_value(&text, name);
         BusyPolls {
             found: value("portcullis_relay_busy_polls_total{outcome=\"found\"}") as u64,
             missed: value("portcullis_relay_busy_polls_total{outcome=\"missed\"}") as u64,
@@ -2047,6 +2056,8 @@ fn a_kept_upstream_connection_is_closed_after_upstream_pool_idle() {
     let mut spec = PolicySpec::new(&pg, Upstream::Disable);
     spec.upstream_pool = Some(2);
     spec.upstream_pool_idle = Some("1s");
+    let http_port = free_port();
+    spec.http_port = Some(http_port);
     let env = Env::start_with(pg, spec);
     let alice = env.token("alice");
     let first = backend_pid(&env, "alice", &alice);
@@ -2058,6 +2069,9 @@ fn a_kept_upstream_connection_is_closed_after_upstream_pool_idle() {
     // Unused for longer than the limit: closed, and the next session gets a new backend.
     thread::sleep(Duration::from_millis(2500));
     assert_ne!(backend_pid(&env, "alice", &alice), first);
+    // Of the three sessions, one was served by a kept connection.
+    let reused = "portcullis_upstream_reused_total{target=\"db\"}";
+    assert_eq!(metric_value(&scrape_metrics(http_port), reused), 1.0);
     let gone = format!("select count(*) from pg_stat_activity where pid = {first}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while env.pg.query_scalar(&gone) != "0" {

@@ -278,6 +278,9 @@ async fn run_session(gw: Arc<Gateway>, accepted: Accepted, peer: SocketAddr) {
     let counters = gw.metrics.target(&target.name);
     counters.sessions_total.fetch_add(1, Ordering::Relaxed);
     counters.sessions_open.fetch_add(1, Ordering::Relaxed);
+    if up.reused {
+        counters.upstream_reused.fetch_add(1, Ordering::Relaxed);
+    }
     let _open = OpenGauge(counters.clone());
     let audit_ids = AuditIds(Encoded::of(
         &Event::new("")
