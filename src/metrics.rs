@@ -167,6 +167,13 @@ fn by_outcome(out: &mut String, name: &str, help: &str, values: &[(&str, &Atomic
     }
 }
 
+/// A metric without labels: its HELP and TYPE lines and its one sample.
+fn single(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// Label values may hold only what names in the policy allow, but escape anyway.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -275,12 +282,13 @@ impl Metrics {
                 &format!("target=\"{}\"", label(t)),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_approvals_pending Statements waiting for approval now."
+        single(
+            &mut out,
+            "portcullis_approvals_pending",
+            "Statements waiting for approval now.",
+            "gauge",
+            pending_approvals,
         );
-        let _ = writeln!(out, "# TYPE portcullis_approvals_pending gauge");
-        let _ = writeln!(out, "portcullis_approvals_pending {pending_approvals}");
         by_outcome(
             &mut out,
             "portcullis_approvals_total",
@@ -311,33 +319,20 @@ impl Metrics {
             "Busy polls of relay workers (relay_busy_poll_us) by outcome.",
             &[("found", &b.found), ("missed", &b.missed)],
         );
-        let _ = writeln!(
+        single(
             out,
-            "# HELP portcullis_relay_busy_poll_pauses_total Times a relay worker stopped busy polling for a second after polls in a row found nothing."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE portcullis_relay_busy_poll_pauses_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_relay_busy_poll_pauses_total {}",
-            b.pauses.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_relay_busy_poll_seconds_total Time relay workers spent busy polling (about the CPU time it cost)."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE portcullis_relay_busy_poll_seconds_total counter"
+            "portcullis_relay_busy_poll_pauses_total",
+            "Times a relay worker stopped busy polling for a second after polls in a row found nothing.",
+            "counter",
+            b.pauses.load(Ordering::Relaxed),
         );
         let micros = b.micros.load(Ordering::Relaxed);
-        let _ = writeln!(
+        single(
             out,
-            "portcullis_relay_busy_poll_seconds_total {}.{:06}",
-            micros / 1_000_000,
-            micros % 1_000_000
+            "portcullis_relay_busy_poll_seconds_total",
+            "Time relay workers spent busy polling (about the CPU time it cost).",
+            "counter",
+            format_args!("{}.{:06}", micros / 1_000_000, micros % 1_000_000),
         );
     }
 }

@@ -89,8 +89,9 @@ pub(crate) struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// The most recently kept live connection for `key`, if any. Connections past their idle
-    /// limit and connections the server has closed (or written to) are dropped on the way.
+    /// The most recently kept live connection for `key`, if any. Connections past their
+    /// deadline (idle limit or lifetime) and connections the server has closed (or written to)
+    /// are dropped on the way.
     pub fn take(&self, key: &PoolKey, now: Instant) -> Option<Idle> {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(key)?;
@@ -127,7 +128,7 @@ impl UpstreamPool {
         }
     }
 
-    /// Closes the connections past their idle limit.
+    /// Closes the connections past their deadline (idle limit or lifetime).
     pub fn prune(&self, now: Instant) {
         drop_expired(&mut lock(&self.idle), now);
     }
@@ -144,7 +145,7 @@ impl UpstreamPool {
     }
 }
 
-/// Closes the connections past their idle limit at `now`, and forgets empty keys.
+/// Closes the connections past their deadline at `now`, and forgets empty keys.
 fn drop_expired(idle: &mut HashMap<PoolKey, Vec<Idle>>, now: Instant) {
     idle.retain(|_, list| {
         list.retain(|c| now < c.until);

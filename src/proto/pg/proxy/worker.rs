@@ -339,6 +339,19 @@ impl Worker {
         found
     }
 
+    /// How long the blocking wait may last: until the earliest timer (none: no limit).
+    fn next_timeout(&self) -> Option<Timespec> {
+        self.timers.peek().map(|Reverse((at, _))| {
+            let left = at.saturating_duration_since(Instant::now());
+            // Round up, so a timer is never seen as "not yet due" after the wait.
+            let left = left + Duration::from_micros(999);
+            Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        })
+    }
+
     fn run(mut self) {
         let empty = epoll::Event {
             flags: EventFlags::empty(),
@@ -350,19 +363,10 @@ impl Worker {
                 Some(budget) => self.busy_poll(&mut events, budget),
                 None => 0,
             };
-            let timeout = self.timers.peek().map(|Reverse((at, _))| {
-                let left = at.saturating_duration_since(Instant::now());
-                // Round up, so a timer is never seen as "not yet due" after the wait.
-                let left = left + Duration::from_micros(999);
-                Timespec {
-                    tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                }
-            });
             let waited = if polled > 0 {
                 Ok(polled)
             } else {
-                epoll::wait(&self.epoll, &mut events[..], timeout.as_ref())
+                epoll::wait(&self.epoll, &mut events[..], self.next_timeout().as_ref())
             };
             let n = match waited {
                 Ok(n) => n,
