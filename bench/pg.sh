@@ -12,8 +12,8 @@
 #   FORCE_INIT=1          re-run `pgbench -i -s 10` even if the data is there
 #
 # Prints TPS (and ratios: of the medians, and per round), the machine's busy CPU per transaction,
-# the proxy process's own CPU per transaction and the added latency at one client, and writes
-# them to bench/results/pg-<date>.txt.
+# the proxy process's own CPU and context switches per transaction and the added latency at one
+# client, and writes them to bench/results/pg-<date>.txt.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -259,6 +259,21 @@ us_per_tx() {
         'BEGIN { if (t > 0 && a != "" && b != "") printf "%.1f", (b - a) / hz * 1e6 / t; else print "n/a" }'
 }
 
+# Context switches of process PID's threads so far: "voluntary involuntary" (a thread that
+# sleeps for its sockets, a thread preempted), summed over /proc/PID/task/*/status; empty if gone.
+ctx_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '$1 == "voluntary_ctxt_switches:" { v += $2; n = 1 } $1 == "nonvoluntary_ctxt_switches:" { i += $2 }
+             END { if (n) print v, i }'
+}
+
+# per_tx TRANSACTIONS BEFORE AFTER: the count between the two readings per transaction (two
+# decimals), n/a without transactions or a reading.
+per_tx() {
+    awk -v t="${1:-0}" -v a="${2:-}" -v b="${3:-}" \
+        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.2f", (b - a) / t; else print "n/a" }'
+}
+
 # The proxy process of a path (nothing for direct).
 proxy_pid() {
     case $1 in
@@ -267,19 +282,23 @@ proxy_pid() {
     esac
 }
 
-# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us proxy_us writer_us faults" or n/a for
-# each; cpu_us is the machine's busy CPU time per transaction, proxy_us the proxy process's own,
-# writer_us the part of it spent by portcullis's audit writer thread, in µs; faults the machine's
-# page faults per transaction.
+# run_pgbench PATH MODE CLIENTS -> "tps latency_ms cpu_us proxy_us writer_us faults vol invol" or
+# n/a for each; cpu_us is the machine's busy CPU time per transaction, proxy_us the proxy
+# process's own, writer_us the part of it spent by portcullis's audit writer thread, in µs;
+# faults the machine's page faults per transaction; vol and invol the proxy's voluntary and
+# involuntary context switches per transaction.
 run_pgbench() {
     local path=$1 mode=$2 clients=$3 jobs out
     jobs=$((clients < 2 ? clients : 2))
     local args=(-n -S -M "$mode" -c "$clients" -j "$jobs" -T "$DURATION")
     local ticks_before ticks_after pid proxy_before proxy_after writer_before= writer_after=
-    local faults_before faults_after
+    local faults_before faults_after cs_before=() cs_after=()
     pid=$(proxy_pid "$path")
     proxy_before=
-    if [[ -n $pid ]]; then proxy_before=$(proc_ticks "$pid"); fi
+    if [[ -n $pid ]]; then
+        proxy_before=$(proc_ticks "$pid")
+        read -r -a cs_before <<<"$(ctx_switches "$pid")"
+    fi
     if [[ $path == portcullis && -n $pid ]]; then writer_before=$(thread_ticks "$pid" audit-writer); fi
     faults_before=$(fault_count)
     ticks_before=$(busy_ticks)
@@ -287,31 +306,35 @@ run_pgbench() {
     # A failed run keeps its output: it is shown below, and has no "tps = " line to read.
     direct) out=$(env "${direct_env[@]}" pgbench "${args[@]}" -h "$DB_HOST" -p "$DB_PORT" -U postgres bench 2>&1) || true ;;
     pgbouncer)
-        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a"; return; }
+        [[ -n $PGBOUNCER_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$PGBOUNCER_PASSWORD pgbench "${args[@]}" -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres bench 2>&1) || true ;;
     portcullis)
-        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a"; return; }
+        [[ -n $GATEWAY_PORT ]] || { echo "n/a n/a n/a n/a n/a n/a n/a n/a"; return; }
         out=$(PGPASSWORD=$TOKEN pgbench "${args[@]}" -h 127.0.0.1 -p "$GATEWAY_PORT" -U bench bench 2>&1) || true ;;
     esac
     ticks_after=$(busy_ticks)
     faults_after=$(fault_count)
     proxy_after=
-    if [[ -n $pid ]]; then proxy_after=$(proc_ticks "$pid"); fi
+    if [[ -n $pid ]]; then
+        proxy_after=$(proc_ticks "$pid")
+        read -r -a cs_after <<<"$(ctx_switches "$pid")"
+    fi
     if [[ -n $writer_before ]]; then writer_after=$(thread_ticks "$pid" audit-writer); fi
-    local tps lat txns cpu proxy writer faults
+    local tps lat txns cpu proxy writer faults vol invol
     tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
     lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
     txns=$(awk '/^number of transactions actually processed: / {print $NF; exit}' <<<"$out")
     cpu=$(us_per_tx "$txns" "$ticks_before" "$ticks_after")
     proxy=$(us_per_tx "$txns" "$proxy_before" "$proxy_after")
     writer=$(us_per_tx "$txns" "$writer_before" "$writer_after")
-    faults=$(awk -v t="${txns:-0}" -v a="${faults_before:-}" -v b="${faults_after:-}" \
-        'BEGIN { if (t > 0 && a != "" && b != "") printf "%.2f", (b - a) / t; else print "n/a" }')
+    faults=$(per_tx "$txns" "$faults_before" "$faults_after")
+    vol=$(per_tx "$txns" "${cs_before[0]:-}" "${cs_after[0]:-}")
+    invol=$(per_tx "$txns" "${cs_before[1]:-}" "${cs_after[1]:-}")
     if [[ -z $tps ]]; then
         log "pgbench via $path ($mode, $clients clients) failed:"
         if [[ -n $out ]]; then sed 's/^/  | /' <<<"$out" | tail -5 >&2; fi
     fi
-    echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy} ${writer} ${faults}"
+    echo "${tps:-n/a} ${lat:-n/a} ${cpu} ${proxy} ${writer} ${faults} ${vol} ${invol}"
 }
 
 fmt_tps() { awk -v a="$1" 'BEGIN { if (a == "n/a") print "n/a"; else printf "%.0f", a }'; }
@@ -326,24 +349,27 @@ median() {
 }
 
 declare -A LAT
-rows=() cpu_rows=() proxy_rows=() fault_rows=()
+rows=() cpu_rows=() proxy_rows=() fault_rows=() switch_rows=()
 PATHS=(direct pgbouncer portcullis)
 for mode in "${MODES[@]}"; do
     for c in "${CLIENTS[@]}"; do
         log "running $mode, $c clients, ${DURATION}s each, $ROUNDS round(s)"
         d_all=() b_all=() p_all=() dl_all=() bl_all=() pl_all=() dc_all=() bc_all=() pc_all=()
         bx_all=() px_all=() pw_all=() paired=() df_all=() bf_all=() pf_all=()
+        bv_all=() bi_all=() pv_all=() pi_all=()
         # Rounds interleave the three paths, so a slow spell of the machine hits all of them, and
         # each round starts with the next path, so none always runs first (on a cold cache, or
         # right after another path's backends exit).
         for round in $(seq 1 "$ROUNDS"); do
             for k in 0 1 2; do
                 path=${PATHS[$(((round - 1 + k) % 3))]}
-                read -r tps lat cpu proxy writer faults < <(run_pgbench "$path" "$mode" "$c")
+                read -r tps lat cpu proxy writer faults vol invol < <(run_pgbench "$path" "$mode" "$c")
                 case $path in
                 direct) d_all+=("$tps") dl_all+=("$lat") dc_all+=("$cpu") df_all+=("$faults") ;;
-                pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") bx_all+=("$proxy") bf_all+=("$faults") ;;
-                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") px_all+=("$proxy") pw_all+=("$writer") pf_all+=("$faults") ;;
+                pgbouncer) b_all+=("$tps") bl_all+=("$lat") bc_all+=("$cpu") bx_all+=("$proxy") bf_all+=("$faults")
+                    bv_all+=("$vol") bi_all+=("$invol") ;;
+                portcullis) p_all+=("$tps") pl_all+=("$lat") pc_all+=("$cpu") px_all+=("$proxy") pw_all+=("$writer") pf_all+=("$faults")
+                    pv_all+=("$vol") pi_all+=("$invol") ;;
                 esac
             done
             # The same round's two proxies ran minutes apart at most: their ratio is less
@@ -355,6 +381,8 @@ for mode in "${MODES[@]}"; do
         bx=$(median "${bx_all[@]}") px=$(median "${px_all[@]}") pw=$(median "${pw_all[@]}")
         proxy_rows+=("$(printf '%-9s %7s %14s %15s %22s %20s' "$mode" "$c" "$bx" "$px" \
             "$(awk -v a="$px" -v b="$bx" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.1f", a - b }')" "$pw")")
+        switch_rows+=("$(printf '%-9s %7s %16s %18s %17s %19s' "$mode" "$c" "$(median "${bv_all[@]}")" \
+            "$(median "${bi_all[@]}")" "$(median "${pv_all[@]}")" "$(median "${pi_all[@]}")")")
         fault_rows+=("$(printf '%-9s %7s %12s %14s %15s' "$mode" "$c" "$(median "${df_all[@]}")" \
             "$(median "${bf_all[@]}")" "$(median "${pf_all[@]}")")")
         cpu_rows+=("$(printf '%-9s %7s %12s %14s %15s %22s' "$mode" "$c" "$d_cpu" "$b_cpu" "$p_cpu" \
@@ -395,6 +423,11 @@ OUT=$OUT_DIR/pg-$(date +%Y%m%d-%H%M%S).txt
     echo "proxy process CPU per transaction, µs (user + system time of all its threads ÷ transactions; median):"
     printf '%-9s %7s %14s %15s %22s %20s\n' mode clients pgbouncer portcullis "portcullis-pgbouncer" "of it audit writer"
     printf '%s\n' "${proxy_rows[@]}"
+    echo
+    echo "proxy context switches per transaction (all its threads, /proc/PID/task/*/status; median): a thread"
+    echo "that sleeps until its sockets are ready (voluntary), or is preempted by a thread it woke (involuntary):"
+    printf '%-9s %7s %16s %18s %17s %19s\n' mode clients "pgbouncer vol" "pgbouncer invol" "portcullis vol" "portcullis invol"
+    printf '%s\n' "${switch_rows[@]}"
     echo
     echo "latency at 1 client (pgbench \"latency average\"):"
     printf '%-9s %12s %14s %15s %22s %22s\n' mode "direct ms" "pgbouncer ms" "portcullis ms" "portcullis-direct µs" "pgbouncer-direct µs"
