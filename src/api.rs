@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::approval::{ApprovalRequest, Grant, State};
 use crate::config::Identity;
@@ -188,7 +189,10 @@ impl Api {
                 .body(
                     self.gw
                         .metrics
-                        .render(self.gw.broker.pending_count())
+                        .render(
+                            self.gw.broker.pending_count(),
+                            &self.gw.upstream_pool.kept_per_target(Instant::now()),
+                        )
                         .into_bytes(),
                 ),
             (_, ["api", ..]) => self.api(&req, &segments[1..]).await,

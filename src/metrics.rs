@@ -3,7 +3,7 @@
 //! bumped for every statement ([`Counter`], [`Histogram`]) are sharded per thread, so relay
 //! threads never fight over a cache line on the per-query path; a scrape sums the shards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -196,8 +196,10 @@ impl Metrics {
         map.entry(target.to_string()).or_default().clone()
     }
 
-    /// The exposition text. `pending_approvals` comes from the approval broker.
-    pub fn render(&self, pending_approvals: usize) -> String {
+    /// The exposition text. `pending_approvals` comes from the approval broker, `pool_kept` (the
+    /// upstream connections each target keeps now; a target it leaves out keeps none) from
+    /// `UpstreamPool::kept_per_target`.
+    pub fn render(&self, pending_approvals: usize, pool_kept: &HashMap<String, usize>) -> String {
         let mut out = String::with_capacity(4096);
         let targets = self
             .targets
@@ -251,6 +253,19 @@ impl Metrics {
             "counter",
             &|m| load(&m.upstream_reused),
         );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_upstream_pool_kept Upstream connections kept for later sessions now (upstream_pool)."
+        );
+        let _ = writeln!(out, "# TYPE portcullis_upstream_pool_kept gauge");
+        for t in targets.keys() {
+            let kept = pool_kept.get(t).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "portcullis_upstream_pool_kept{{target=\"{}\"}} {kept}",
+                label(t)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP portcullis_statements_total Statements by decision."
@@ -355,11 +370,17 @@ mod tests {
                 scope.spawn(|| t.statements_allowed.add(1));
             }
         });
-        let text = m.render(2);
+        m.target("bastion");
+        let kept = HashMap::from([("app-db".to_string(), 3)]);
+        let text = m.render(2, &kept);
         assert!(
             text.contains("portcullis_statements_total{target=\"app-db\",decision=\"allow\"} 12")
         );
         assert!(text.contains("portcullis_upstream_reused_total{target=\"app-db\"} 5\n"));
+        assert!(text.contains("# TYPE portcullis_upstream_pool_kept gauge\n"));
+        assert!(text.contains("portcullis_upstream_pool_kept{target=\"app-db\"} 3\n"));
+        // A target the pool leaves out keeps none.
+        assert!(text.contains("portcullis_upstream_pool_kept{target=\"bastion\"} 0\n"));
         assert!(text.contains(
             "portcullis_statement_duration_seconds_bucket{target=\"app-db\",le=\"0.0001\"} 1"
         ));
@@ -369,7 +390,7 @@ mod tests {
         assert!(text.contains("portcullis_statement_duration_seconds_count{target=\"app-db\"} 2"));
         assert!(text.contains("portcullis_approvals_pending 2"));
         m.approvals_denied.fetch_add(4, Ordering::Relaxed);
-        let text = m.render(2);
+        let text = m.render(2, &kept);
         assert!(text.contains("# TYPE portcullis_approvals_total counter\n"));
         assert!(text.contains("portcullis_approvals_total{outcome=\"denied\"} 4\n"));
         assert!(text.contains("portcullis_approvals_total{outcome=\"approved\"} 0\n"));
@@ -383,7 +404,7 @@ mod tests {
         m.busy_poll.missed.fetch_add(3, Ordering::Relaxed);
         m.busy_poll.pauses.fetch_add(1, Ordering::Relaxed);
         m.busy_poll.micros.fetch_add(2_000_050, Ordering::Relaxed);
-        let text = m.render(0);
+        let text = m.render(0, &HashMap::new());
         assert!(text.contains("portcullis_relay_busy_polls_total{outcome=\"found\"} 7\n"));
         assert!(text.contains("portcullis_relay_busy_polls_total{outcome=\"missed\"} 3\n"));
         assert!(text.contains("portcullis_relay_busy_poll_pauses_total 1\n"));

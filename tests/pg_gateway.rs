@@ -2060,14 +2060,23 @@ fn a_kept_upstream_connection_is_closed_after_upstream_pool_idle() {
     spec.http_port = Some(http_port);
     let env = Env::start_with(pg, spec);
     let alice = env.token("alice");
+    let kept = "portcullis_upstream_pool_kept{target=\"db\"}";
     let first = backend_pid(&env, "alice", &alice);
     assert_eq!(
         backend_pid(&env, "alice", &alice),
         first,
         "taken again within the idle limit"
     );
-    // Unused for longer than the limit: closed, and the next session gets a new backend.
+    // The session's end hands the connection back after a DISCARD ALL: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(&scrape_metrics(http_port), kept) != 1.0 {
+        assert!(Instant::now() < deadline, "the connection was not kept");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Unused for longer than the limit: no longer counted (pruned or not), closed, and the next
+    // session gets a new backend.
     thread::sleep(Duration::from_millis(2500));
+    assert_eq!(metric_value(&scrape_metrics(http_port), kept), 0.0);
     assert_ne!(backend_pid(&env, "alice", &alice), first);
     // Of the three sessions, one was served by a kept connection.
     let reused = "portcullis_upstream_reused_total{target=\"db\"}";

@@ -138,6 +138,20 @@ impl UpstreamPool {
         lock(&self.idle).clear();
     }
 
+    /// Live kept connections per target at `now`, for `/metrics`: those past their deadline are
+    /// not counted, pruned yet or not. Targets with none are left out.
+    pub fn kept_per_target(&self, now: Instant) -> HashMap<String, usize> {
+        let idle = lock(&self.idle);
+        let mut kept: HashMap<String, usize> = HashMap::new();
+        for (key, list) in idle.iter() {
+            let live = list.iter().filter(|c| now < c.until).count();
+            if live > 0 {
+                *kept.entry(key.target.clone()).or_default() += live;
+            }
+        }
+        kept
+    }
+
     /// Kept connections, all targets.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -345,6 +359,28 @@ mod tests {
         pool.put(key("b"), idle(conn, 3), 8, limits(MINUTE));
         pool.clear();
         assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn kept_per_target_counts_only_live_connections() {
+        let pool = UpstreamPool::default();
+        let mut read_only = key("a");
+        read_only.read_only = true;
+        let (c1, _s1) = pair();
+        let (c2, _s2) = pair();
+        let (c3, _s3) = pair();
+        pool.put(key("a"), idle(c1, 1), 8, limits(MINUTE));
+        // Another key of the same target counts for the target.
+        pool.put(read_only, idle(c2, 2), 8, limits(10 * MINUTE));
+        pool.put(key("b"), idle(c3, 3), 8, limits(MINUTE));
+        let now = pool.kept_per_target(Instant::now());
+        assert_eq!(now.get("a"), Some(&2));
+        assert_eq!(now.get("b"), Some(&1));
+        // Past the idle limit of two of them, before any prune: only the live one is counted,
+        // and a target with none is left out.
+        let later = pool.kept_per_target(Instant::now() + 2 * MINUTE);
+        assert_eq!(later.get("a"), Some(&1));
+        assert_eq!(later.get("b"), None);
     }
 
     #[test]
