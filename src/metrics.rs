@@ -210,11 +210,11 @@ impl Metrics {
                        name: &str,
                        help: &str,
                        kind: &str,
-                       get: &dyn Fn(&TargetMetrics) -> String| {
+                       get: &dyn Fn(&str, &TargetMetrics) -> String| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (t, m) in &targets {
-                let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", label(t), get(m));
+                let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", label(t), get(t, m));
             }
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
@@ -223,49 +223,43 @@ impl Metrics {
             "portcullis_sessions_total",
             "Client sessions opened (authenticated).",
             "counter",
-            &|m| load(&m.sessions_total),
+            &|_, m| load(&m.sessions_total),
         );
         counter(
             &mut out,
             "portcullis_sessions_open",
             "Client sessions open now.",
             "gauge",
-            &|m| m.sessions_open.load(Ordering::Relaxed).to_string(),
+            &|_, m| m.sessions_open.load(Ordering::Relaxed).to_string(),
         );
         counter(
             &mut out,
             "portcullis_auth_failures_total",
             "Failed client authentications.",
             "counter",
-            &|m| load(&m.auth_failures),
+            &|_, m| load(&m.auth_failures),
         );
         counter(
             &mut out,
             "portcullis_upstream_errors_total",
             "Failed upstream connections.",
             "counter",
-            &|m| load(&m.upstream_errors),
+            &|_, m| load(&m.upstream_errors),
         );
         counter(
             &mut out,
             "portcullis_upstream_reused_total",
             "Sessions served by an upstream connection kept from an earlier session (upstream_pool).",
             "counter",
-            &|m| load(&m.upstream_reused),
+            &|_, m| load(&m.upstream_reused),
         );
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_upstream_pool_kept Upstream connections kept for later sessions now (upstream_pool)."
+        counter(
+            &mut out,
+            "portcullis_upstream_pool_kept",
+            "Upstream connections kept for later sessions now (upstream_pool).",
+            "gauge",
+            &|t, _| pool_kept.get(t).copied().unwrap_or(0).to_string(),
         );
-        let _ = writeln!(out, "# TYPE portcullis_upstream_pool_kept gauge");
-        for t in targets.keys() {
-            let kept = pool_kept.get(t).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "portcullis_upstream_pool_kept{{target=\"{}\"}} {kept}",
-                label(t)
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP portcullis_statements_total Statements by decision."
